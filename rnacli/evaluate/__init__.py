@@ -1,0 +1,1 @@
+"""Evaluation: tasks, the native multiple-choice evaluator, the lm-eval backend, metrics."""

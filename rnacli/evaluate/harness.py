@@ -1,0 +1,96 @@
+"""The lm-eval backend: the same tasks run by `lm_eval.simple_evaluate` on the in-memory model.
+
+Each task is written as an lm-eval task YAML over a local JSONL file (the questions already
+selected and perturbed by rnacli), so it runs offline and anyone can rerun it in the harness
+with `lm_eval --include_path DIR`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import yaml
+from transformers import PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from rnacli.atomic import write_jsonl, write_text
+from rnacli.errors import RnacliError
+from rnacli.evaluate.mcq import MCQResult
+from rnacli.evaluate.metrics import accuracy, accuracy_stderr
+from rnacli.evaluate.prompts import description as render_description
+from rnacli.evaluate.tasks import TaskDocs
+
+# lm-eval's own MMLU/WMDP template; `description` names a field of each doc that holds the
+# rendered description line (MMLU's differs per subject).
+_TEMPLATE = {
+    "dataset_path": "json",
+    "test_split": "test",
+    "output_type": "multiple_choice",
+    "description": "description",
+    "doc_to_text": "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\n"
+    "C. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:",
+    "doc_to_choice": ["A", "B", "C", "D"],
+    "doc_to_target": "answer",
+    "num_fewshot": 0,
+    "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    "metadata": {"version": 1.0},
+}
+
+
+def lm_eval_task_name(name: str) -> str:
+    """lm-eval task names: 'perturbed-mmlu[most-2]' -> 'rnacli_perturbed_mmlu_most_2'."""
+    return "rnacli_" + re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+
+
+def write_lm_eval_task(folder: Path, task: TaskDocs) -> str:
+    """Write `<task>.yaml` and `<task>.jsonl` into `folder`; return the lm-eval task name."""
+    name = lm_eval_task_name(task.name)
+    docs = [{**r, "description": render_description(task.description, r)} for r in task.records]
+    data = (folder / f"{name}.jsonl").resolve()
+    write_jsonl(data, docs)
+    config = {"task": name, **_TEMPLATE, "dataset_kwargs": {"data_files": {"test": str(data)}}}
+    write_text(folder / f"{name}.yaml", yaml.safe_dump(config, sort_keys=False, width=1000))
+    return name
+
+
+def evaluate_with_lm_eval(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: Sequence[TaskDocs],
+    *,
+    batch_size: int = 8,
+) -> dict[str, MCQResult]:
+    """Run `tasks` through lm-eval's HFLM; per-question predictions come from its samples."""
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise RnacliError("the lm-eval backend needs lm-eval: pip install 'rnacli[eval]'") from None
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="rnacli-lm-eval-") as tmp:
+        names = {write_lm_eval_task(Path(tmp), t): t for t in tasks}
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        out = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(names),
+            task_manager=TaskManager(include_path=tmp, include_defaults=False),
+            log_samples=True,
+            bootstrap_iters=0,
+        )
+    results = {}
+    for name, task in names.items():
+        samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
+        lls = np.array([[resp[0] for resp in s["filtered_resps"]] for s in samples])
+        predictions = [int(p) for p in np.argmax(lls, axis=1)]
+        answers = [r["answer"] for r in task.records]
+        correct = [p == a for p, a in zip(predictions, answers, strict=True)]
+        results[task.name] = MCQResult(
+            accuracy(correct), accuracy_stderr(correct), predictions, answers, lls
+        )
+    return results

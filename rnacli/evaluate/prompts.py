@@ -1,0 +1,27 @@
+"""lm-eval's zero-shot multiple-choice prompt, byte for byte (its MMLU/WMDP task YAMLs)."""
+
+from __future__ import annotations
+
+from rnacli.data.records import LETTERS, QARecord
+
+# lm-eval scores `target_delimiter + choice`, i.e. " A" .. " D", after the context.
+CONTINUATIONS = tuple(f" {letter}" for letter in LETTERS)
+
+
+def question_text(record: QARecord) -> str:
+    """lm-eval's doc_to_text: question, the lettered choices, then 'Answer:'."""
+    lines = [record["question"].strip()]
+    lines += [
+        f"{letter}. {choice}" for letter, choice in zip(LETTERS, record["choices"], strict=True)
+    ]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def description(template: str, record: QARecord) -> str:
+    """The task's description line, with `{subject}` in words."""
+    return template.replace("{subject}", record["subject"].replace("_", " "))
+
+
+def prompt(record: QARecord, description_template: str) -> str:
+    """The whole context the model sees (description + question); continuations are ' A'..' D'."""
+    return description(description_template, record) + question_text(record)

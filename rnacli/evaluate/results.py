@@ -1,0 +1,79 @@
+"""`eval.json`: per model, per task accuracy, stderr and per-question predictions.
+
+    {"rnacli_version": ..., "models": [{"model": SPEC, "label": NAME, "backend": ...,
+      "tasks": {TASK: {"n", "acc", "stderr", "source", "keywords", "indices",
+                       "predictions", "answers"}}}]}
+
+A run folder's eval.json holds one model; `rnacli eval --out DIR` writes all models evaluated.
+Evaluating more tasks later merges into the same file (a task evaluated again is replaced).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rnacli import __version__
+from rnacli.atomic import write_json
+from rnacli.errors import RnacliError
+from rnacli.evaluate.mcq import MCQResult
+from rnacli.evaluate.tasks import TaskDocs
+
+EVAL_FILE = "eval.json"
+
+
+def task_entry(task: TaskDocs, result: MCQResult) -> dict[str, Any]:
+    return {
+        "n": result.n,
+        "acc": result.acc,
+        "stderr": result.stderr,
+        "source": task.source,
+        "keywords": task.keywords,
+        "indices": task.indices,
+        "predictions": result.predictions,
+        "answers": result.answers,
+    }
+
+
+def model_entry(
+    spec: str, label: str, backend: str, tasks: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "model": spec,
+        "label": label,
+        "backend": backend,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+        "tasks": tasks,
+    }
+
+
+def read_eval(path: Path) -> list[dict[str, Any]]:
+    """The model entries of an eval.json (or of `<folder>/eval.json`)."""
+    file = path / EVAL_FILE if path.is_dir() else path
+    if not file.exists():
+        raise RnacliError(f"{file}: no evaluation found (run `rnacli eval` first)")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RnacliError(f"{file}:{e.lineno}: invalid JSON ({e.msg})") from None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise RnacliError(f"{file}: expected an object with a 'models' list")
+    return models
+
+
+def merge_eval(path: Path, entries: list[dict[str, Any]]) -> Path:
+    """Merge model entries into `<path>/eval.json` (atomically); same label = same model."""
+    file = path / EVAL_FILE
+    existing = read_eval(file) if file.exists() else []
+    by_label = {m["label"]: m for m in existing}
+    for entry in entries:
+        old = by_label.get(entry["label"])
+        if old is not None and old.get("model") == entry["model"]:
+            entry = {**entry, "tasks": {**old.get("tasks", {}), **entry["tasks"]}}
+        by_label[entry["label"]] = entry
+    write_json(file, {"rnacli_version": __version__, "models": list(by_label.values())})
+    return file

@@ -1,0 +1,115 @@
+"""Task names -> questions ready to score. The task table is data (`tasks.yaml`); this module
+resolves names such as `mmlu:college_biology` and `perturbed-mmlu`, and selects `--limit`
+questions (a seeded sample, so that a small limit still spans every subject)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from rnacli.data import QARecord, load_qa
+from rnacli.data.perturb import perturb
+from rnacli.errors import RnacliError
+
+PERTURBED = "perturbed-"
+GENERIC_DESCRIPTION = (
+    "The following are multiple choice questions (with answers) about {subject}.\n\n"
+)
+
+
+@dataclass
+class TaskDocs:
+    """One evaluation task, resolved: its questions and how to prompt them."""
+
+    name: str
+    source: str
+    description: str  # lm-eval description template ({subject} filled per question)
+    records: list[QARecord]
+    indices: list[int]  # position of each record in the full source (pairs perturbed sets)
+    keywords: list[str] = field(default_factory=list)  # the forget keywords of a perturbed task
+
+
+@cache
+def task_table() -> dict[str, dict[str, str]]:
+    text = resources.files("rnacli.evaluate").joinpath("tasks.yaml").read_text("utf-8")
+    return yaml.safe_load(text)
+
+
+def _base_task(name: str) -> tuple[str, str]:
+    """(source, description) of an unperturbed task name."""
+    table = task_table()
+    if name in table:
+        return table[name]["source"], table[name]["description"]
+    base, sep, subject = name.partition(":")
+    if sep and base in table:
+        return f"{table[base]['source']}:{subject}", table[base]["description"]
+    if Path(name).exists():  # any local QA file or folder is a task too
+        return name, GENERIC_DESCRIPTION
+    raise RnacliError(
+        f"unknown task '{name}' (known: {', '.join(table)}, TASK:SUBJECT, perturbed-TASK, "
+        "or a QA file)"
+    )
+
+
+def resolve_task(
+    name: str,
+    *,
+    keyword_sets: dict[str, list[str]] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> list[TaskDocs]:
+    """One task name -> one TaskDocs, or one per keyword set for a perturbed task."""
+    perturbed = name.startswith(PERTURBED)
+    base_name = name.removeprefix(PERTURBED)
+    source, description = _base_task(base_name)
+    records = load_qa(source)
+    if not records:
+        raise RnacliError(f"task '{name}': source '{source}' has no questions")
+    indices = sample_indices(len(records), limit, seed)
+    records = [records[i] for i in indices]
+    if not perturbed:
+        return [TaskDocs(name, source, description, records, indices)]
+    sets = keyword_sets or {"SARS-CoV-2": ["SARS-CoV-2"]}
+    return [
+        TaskDocs(
+            name if len(sets) == 1 else f"{name}[{label}]",
+            source,
+            description,
+            perturb(records, words, seed),
+            indices,
+            list(words),
+        )
+        for label, words in sets.items()
+    ]
+
+
+def resolve_tasks(
+    names: list[str],
+    *,
+    keyword_sets: dict[str, list[str]] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> list[TaskDocs]:
+    tasks = [
+        t for n in names for t in resolve_task(n, keyword_sets=keyword_sets, limit=limit, seed=seed)
+    ]
+    seen: set[str] = set()
+    for t in tasks:
+        if t.name in seen:
+            raise RnacliError(f"task '{t.name}' is listed twice")
+        seen.add(t.name)
+    return tasks
+
+
+def sample_indices(n: int, limit: int | None, seed: int) -> list[int]:
+    """All indices, or `limit` of them drawn with `seed`, kept in source order."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    if limit < 1:
+        raise RnacliError(f"--limit must be at least 1, got {limit}")
+    return sorted(random.Random(seed).sample(range(n), limit))

