@@ -9,7 +9,6 @@ PIP := $(PY) -m pip --disable-pip-version-check
 # On a GPU machine: make quickstart TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
 TORCH_SPEC ?= torch==2.13.0
 RUNS ?= runs
-LIMIT ?= 100
 
 .PHONY: quickstart test install install-dev lint bench clean
 
@@ -33,10 +32,14 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# Unlearn the embedded model with NPO+KL, with and without RNA, then evaluate base, unlearned
+# and RNA side by side (--resume makes a second call reuse finished runs).
 quickstart: $(VENV)/.installed
 	$(VENV)/bin/rnacli fetch
-	$(VENV)/bin/rnacli eval smollm2-135m --tasks mmlu,perturbed-mmlu --limit $(LIMIT) \
-		--out $(RUNS)/base
+	$(VENV)/bin/rnacli train recipes/tiny/npo_kl.toml --out $(RUNS)/tiny/npo_kl --resume
+	$(VENV)/bin/rnacli train recipes/tiny/npo_kl_rna.toml --out $(RUNS)/tiny/npo_kl_rna --resume
+	$(VENV)/bin/rnacli eval smollm2-135m $(RUNS)/tiny/npo_kl $(RUNS)/tiny/npo_kl_rna \
+		--out $(RUNS)/tiny
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q

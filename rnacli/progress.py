@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,7 +18,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+
+def _width() -> int | None:
+    """Wide tables when the output is not a terminal (logs, CI), the terminal's width when it is."""
+    return None if sys.stdout.isatty() else 160
+
+
+console = Console(stderr=True, width=_width())  # progress, logs, errors
+out = Console(width=_width())  # results: tables, paths written
 
 
 def quiet() -> bool:

@@ -34,3 +34,87 @@ def eval_table(entries: list[dict[str, Any]], title: str = "Zero-shot accuracy (
             cells.append(fmt_acc(res["acc"], res["stderr"]) if res else "-")
         table.add_row(name, str(n), *cells)
     return table
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{100 * value:+.1f} %" if signed else f"{100 * value:.1f} %"
+
+
+def comparison_tables(comparison) -> list[Table]:
+    """One table per task: accuracy per run, reduction vs base, recovery vs the plain twin."""
+    tables = []
+    for task in comparison.tasks:
+        table = Table(title=task, title_justify="left")
+        for col in (
+            "run",
+            "method",
+            "RNA",
+            "n",
+            "accuracy (%)",
+            "reduction vs base",
+            "recovery vs twin",
+        ):
+            table.add_column(col, justify="right" if col not in ("run", "method") else "left")
+        for row in comparison.rows(task):
+            is_base = row["run"] == comparison.base.label
+            recovery = _pct(row["recovery"])
+            if row["recovery"] is not None and row["twin"]:
+                recovery += f" (vs {row['twin']})"
+            table.add_row(
+                f"[bold]{row['run']}[/] (base)" if is_base else row["run"],
+                row["method"],
+                "yes" if row["rna"] else "-",
+                str(row["n"]),
+                fmt_acc(row["acc"], row["stderr"]),
+                "-" if is_base else _pct(row["reduction"]),
+                recovery,
+            )
+        tables.append(table)
+    return tables
+
+
+def comparison_plot(comparison, path) -> None:
+    """Grouped bars: accuracy per task for every run (base first), with stderr whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    runs = [comparison.base, *comparison.runs]
+    tasks = comparison.tasks
+    width = 0.8 / len(runs)
+    x = np.arange(len(tasks))
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(tasks) * max(1, len(runs) / 3)), 4.8))
+    colors = plt.get_cmap("tab10")
+    for i, run in enumerate(runs):
+        acc = [100 * run.tasks[t]["acc"] if t in run.tasks else np.nan for t in tasks]
+        err = [100 * run.tasks[t]["stderr"] if t in run.tasks else 0 for t in tasks]
+        label = (
+            f"{run.label} (base)"
+            if run is comparison.base
+            else (f"{run.label} ({run.method}{' + RNA' if run.rna else ''})")
+        )
+        ax.bar(
+            x + (i - (len(runs) - 1) / 2) * width,
+            acc,
+            width,
+            yerr=err,
+            capsize=2,
+            label=label,
+            color=colors(i % 10),
+            hatch="//" if run.rna else None,
+            edgecolor="white" if run.rna else None,
+        )
+    ax.set_xticks(x, tasks, rotation=20, ha="right")
+    ax.set_ylabel("zero-shot accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.axhline(25, color="gray", linestyle=":", linewidth=1, label="chance (4 choices)")
+    ax.set_title(f"Accuracy by task, compared with {comparison.base.label}")
+    ax.legend(fontsize=8, loc="upper right", ncol=1 if len(runs) < 5 else 2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130, format="png")
+    plt.close(fig)

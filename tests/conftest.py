@@ -92,3 +92,103 @@ def shared_data(monkeypatch) -> Path:
         pytest.skip("../shared/data is not beside this checkout")
     monkeypatch.setenv("RNACLI_DATA_DIR", str(SHARED_DATA))
     return SHARED_DATA
+
+
+_WORDS = [
+    "virus",
+    "host",
+    "cell",
+    "protein",
+    "gene",
+    "membrane",
+    "replication",
+    "enzyme",
+    "sequence",
+    "strain",
+    "network",
+    "exploit",
+    "packet",
+    "kernel",
+    "buffer",
+    "server",
+    "attack",
+    "password",
+    "code",
+    "memory",
+]
+_PLAIN = [
+    "the",
+    "river",
+    "town",
+    "market",
+    "bridge",
+    "garden",
+    "winter",
+    "music",
+    "paper",
+    "table",
+    "window",
+    "family",
+    "street",
+    "morning",
+    "story",
+    "teacher",
+    "mountain",
+    "harbor",
+]
+
+
+def _docs(words: list[str], n: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(12, 30))) + "." for _ in range(n)]
+
+
+@pytest.fixture
+def corpora(tmp_path) -> dict[str, Path]:
+    """Two small forget corpora, a retain corpus and refusal sentences (JSONL/TXT)."""
+    paths = {}
+    for name, words, n, seed in (
+        ("bio", _WORDS[:10], 24, 1),
+        ("cyber", _WORDS[10:], 24, 2),
+        ("retain", _PLAIN, 40, 3),
+    ):
+        paths[name] = tmp_path / f"{name}.jsonl"
+        paths[name].write_text(
+            "".join(json.dumps({"text": d}) + "\n" for d in _docs(words, n, seed))
+        )
+    paths["idk"] = tmp_path / "idk.txt"
+    paths["idk"].write_text("I don't know.\nNo idea, sorry.\nI cannot answer that.\n")
+    return paths
+
+
+def tiny_recipe(
+    model_dir: Path,
+    corpora: dict[str, Path],
+    method_name: str,
+    retain_loss: str | None = None,
+    rna: bool = False,
+    **sections,
+) -> dict:
+    """A recipe dict for the tiny model: layer 3, trainable down_proj of layers 1-3."""
+    recipe = {
+        "model": {"name": str(model_dir), "device": "cpu"},
+        "data": {
+            "forget": [str(corpora["bio"]), str(corpora["cyber"])],
+            "retain": str(corpora["retain"]),
+            "refusal": str(corpora["idk"]),
+            "forget_max_length": 24,
+            "retain_max_length": 24,
+            "batch_size": 2,
+            "min_chars": 10,
+        },
+        "method": {"name": method_name, "layer": 3, "alpha": [2.0, 3.0], "prompt_tokens": 4},
+        "rna": {"enabled": rna, "noise_scale": 0.05 if rna else 0.0},
+        "train": {"steps": 3, "lr": 1e-3, "checkpoint_every": 2, "seed": 0},
+    }
+    if retain_loss:
+        recipe["method"]["retain_loss"] = retain_loss
+    for section, values in sections.items():
+        recipe.setdefault(section, {}).update(values)
+    return recipe

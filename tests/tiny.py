@@ -58,7 +58,7 @@ def build_model(
     return LlamaForCausalLM(config).eval()
 
 
-def save_tiny(folder: Path, layers: int = 4, seed: int = 0) -> Path:
+def save_tiny(folder: Path, layers: int = 6, seed: int = 0) -> Path:
     tokenizer = build_tokenizer()
     model = build_model(len(tokenizer), layers=layers, seed=seed)
     model.save_pretrained(folder)

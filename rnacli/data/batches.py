@@ -1,0 +1,191 @@
+"""Training batches: tokenised, right-padded sequences, as pure functions of (seed, step).
+
+Every batch is computed from the step number alone, so a resumed run sees exactly the batches
+an uninterrupted one would. Forget corpora alternate step by step (step s uses corpus
+s mod K); each corpus and the retain corpus walk through seeded permutations, epoch by epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from rnacli.errors import RnacliError
+
+
+@dataclass
+class Seq:
+    """A batch of sequences. `target_mask` marks the tokens whose log-prob is scored (the
+    answer y; all real tokens for a plain document)."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    target_mask: torch.Tensor  # [B, T]
+    cache: dict = field(default_factory=dict, repr=False)  # per-batch results (shared prefix)
+
+    def to(self, device: torch.device | str) -> Seq:
+        return Seq(
+            self.input_ids.to(device), self.attention_mask.to(device), self.target_mask.to(device)
+        )
+
+
+def _seed(*parts: object) -> int:
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def sample_indices(n: int, limit: int | None, seed: int) -> list[int]:
+    """All indices, or `limit` of them drawn with `seed`, kept in source order."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    if limit < 1:
+        raise RnacliError(f"a sample size must be at least 1, got {limit}")
+    return sorted(random.Random(seed).sample(range(n), limit))
+
+
+@lru_cache(maxsize=16)
+def _permutation(n_docs: int, seed: int, stream: str, epoch: int) -> tuple[int, ...]:
+    order = list(range(n_docs))
+    random.Random(_seed(seed, stream, epoch)).shuffle(order)
+    return tuple(order)
+
+
+def pick(n_docs: int, batch_size: int, batch_index: int, seed: int, stream: str) -> list[int]:
+    """Indices of batch `batch_index` when walking seeded per-epoch permutations of n_docs."""
+    if n_docs == 0:
+        raise RnacliError(f"corpus '{stream}' has no documents to train on")
+    out = []
+    for position in range(batch_index * batch_size, (batch_index + 1) * batch_size):
+        epoch, offset = divmod(position, n_docs)
+        out.append(_permutation(n_docs, seed, stream, epoch)[offset])
+    return out
+
+
+def pad_sequences(
+    rows: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int
+) -> Seq:
+    """Right-pad token rows (real tokens keep their positions; padding comes last)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    tgt = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, target) in enumerate(zip(rows, targets, strict=True)):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attn[i, : len(row)] = 1
+        tgt[i, : len(row)] = torch.tensor(target, dtype=torch.long)
+    return Seq(ids, attn, tgt)
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    return tokenizer(text)["input_ids"]
+
+
+def _special_prefix(tokenizer: PreTrainedTokenizerBase) -> int:
+    """How many special tokens (BOS) the tokenizer puts before the text: never scored."""
+    with_special = tokenizer("a")["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return len(with_special) - len(plain) if with_special[-len(plain) :] == plain else 0
+
+
+def document_batch(tokenizer: PreTrainedTokenizerBase, docs: Sequence[str], max_length: int) -> Seq:
+    """Documents truncated to max_length tokens; every text token is a target (x is empty)."""
+    skip = _special_prefix(tokenizer)
+    rows = [_encode(tokenizer, d)[:max_length] for d in docs]
+    targets = [[0] * min(skip, len(r)) + [1] * (len(r) - min(skip, len(r))) for r in rows]
+    return pad_sequences(rows, targets, tokenizer.pad_token_id)
+
+
+def preference_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    docs: Sequence[str],
+    refusals: Sequence[str],
+    max_length: int,
+    prompt_tokens: int,
+) -> tuple[Seq, Seq]:
+    """DPO pairs: x = the first `prompt_tokens` tokens of each forget document (at most half of
+    a short one, so that something is left to reject); the rejected answer is the rest of the
+    document, the preferred one a refusal sentence."""
+    win_rows, win_tgt, lose_rows, lose_tgt = [], [], [], []
+    for doc, refusal in zip(docs, refusals, strict=True):
+        ids = _encode(tokenizer, doc)[:max_length]
+        if len(ids) < 2:
+            raise RnacliError(
+                f"a forget document has {len(ids)} token(s); DPO needs at least 2 "
+                "(raise data.min_chars)"
+            )
+        x = ids[: min(prompt_tokens, len(ids) // 2)]
+        y_idk = tokenizer(" " + refusal.strip(), add_special_tokens=False)["input_ids"]
+        lose_rows.append(ids)
+        lose_tgt.append([0] * len(x) + [1] * (len(ids) - len(x)))
+        win_rows.append(x + y_idk)
+        win_tgt.append([0] * len(x) + [1] * len(y_idk))
+    pad = tokenizer.pad_token_id
+    return pad_sequences(win_rows, win_tgt, pad), pad_sequences(lose_rows, lose_tgt, pad)
+
+
+@dataclass
+class StepBatch:
+    step: int
+    corpus: int  # which forget corpus this step uses
+    forget: Seq
+    retain: Seq
+    refusal: Seq | None = None  # DPO's preferred answers (same prompts as `forget`)
+
+    def to(self, device: torch.device | str) -> StepBatch:
+        refusal = self.refusal.to(device) if self.refusal is not None else None
+        return StepBatch(
+            self.step, self.corpus, self.forget.to(device), self.retain.to(device), refusal
+        )
+
+
+@dataclass
+class TrainingData:
+    """Forget corpora (alternating), the retain corpus and, for DPO, refusal sentences."""
+
+    tokenizer: PreTrainedTokenizerBase
+    forget: list[list[str]]
+    forget_names: list[str]
+    forget_max_length: list[int]
+    retain: list[str]
+    retain_max_length: int
+    batch_size: int
+    seed: int
+    refusals: list[str] | None = None
+    prompt_tokens: int = 32
+    grad_accum: int = 1
+    rank: int = 0
+    world_size: int = 1
+
+    def batch(self, step: int, micro: int = 0) -> StepBatch:
+        """Micro-batch `micro` of optimizer step `step` for this process."""
+        k = step % len(self.forget)
+        # Micro-batches, then processes, take consecutive batches of each stream.
+        index = ((step // len(self.forget)) * self.grad_accum + micro) * self.world_size
+        index += self.rank
+        docs = [
+            self.forget[k][i]
+            for i in pick(
+                len(self.forget[k]), self.batch_size, index, self.seed, self.forget_names[k]
+            )
+        ]
+        retain_index = (step * self.grad_accum + micro) * self.world_size + self.rank
+        retain = [
+            self.retain[i]
+            for i in pick(len(self.retain), self.batch_size, retain_index, self.seed, "retain")
+        ]
+        retain_seq = document_batch(self.tokenizer, retain, self.retain_max_length)
+        if self.refusals is None:
+            forget_seq = document_batch(self.tokenizer, docs, self.forget_max_length[k])
+            return StepBatch(step, k, forget_seq, retain_seq)
+        rng = random.Random(_seed(self.seed, "refusal", step, micro, self.rank))
+        refusals = [rng.choice(self.refusals) for _ in docs]
+        win, lose = preference_batches(
+            self.tokenizer, docs, refusals, self.forget_max_length[k], self.prompt_tokens
+        )
+        return StepBatch(step, k, lose, retain_seq, win)

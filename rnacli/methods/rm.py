@@ -1,0 +1,94 @@
+"""Representation Misdirection forget losses at layer l (paper Section 2.2).
+
+Each takes the updated model's layer-l activations of a forget batch `z` [B, T, d] and returns
+the MSE to a target that misdirects them; padding is excluded by `mask` [B, T]."""
+
+from __future__ import annotations
+
+import torch
+
+from rnacli.methods.reduce import masked_mse
+
+
+def random_unit_vector(dim: int, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """RMU's u (uniform[0,1), normalised) or RSV's eps (N(0, I), normalised); fixed per corpus."""
+    if kind == "uniform":
+        v = torch.rand(dim, generator=generator, dtype=torch.float32)
+    elif kind == "normal":
+        v = torch.randn(dim, generator=generator, dtype=torch.float32)
+    else:
+        raise ValueError(f"unknown random vector kind {kind!r}")
+    return v / v.norm()
+
+
+def rmu_loss(z: torch.Tensor, u: torch.Tensor, coeff: float, mask: torch.Tensor) -> torch.Tensor:
+    """RMU: mse(z_l(x_f), c * u)."""
+    return masked_mse(z, (coeff * u).to(z.dtype).expand_as(z), mask)
+
+
+def adaptive_rmu_loss(
+    z: torch.Tensor, z_ref: torch.Tensor, u: torch.Tensor, beta: float, mask: torch.Tensor
+) -> torch.Tensor:
+    """Adaptive RMU: mse(z_l(x_f), beta * ||z_l^ref(x_f)||_2 * u), the norm taken per token."""
+    scale = beta * z_ref.float().norm(dim=-1, keepdim=True)
+    return masked_mse(z, scale * u.to(scale.dtype), mask)
+
+
+def rsv_loss(
+    z: torch.Tensor, z_ref: torch.Tensor, eps: torch.Tensor, coeff: float, mask: torch.Tensor
+) -> torch.Tensor:
+    """RSV: mse(z_l(x_f), z_l^ref(x_f) + c * eps)."""
+    return masked_mse(z, z_ref.float() + coeff * eps.to(torch.float32), mask)
+
+
+# -- methods: each holds its loss; `passes` provides the activations -------------------------
+
+
+def _vectors(kind: str, dim: int, n_corpora: int, seed: int) -> list[torch.Tensor]:
+    """One fixed random direction per forget corpus, reproducible from the seed."""
+    gens = [torch.Generator().manual_seed(seed * 1000 + k) for k in range(n_corpora)]
+    return [random_unit_vector(dim, kind, g) for g in gens]
+
+
+class RMU:
+    family = "rm"
+
+    def __init__(self, layer: int, coeff: float, dim: int, n_corpora: int, seed: int) -> None:
+        self.layer, self.coeff = layer, coeff
+        self.u = _vectors("uniform", dim, n_corpora, seed)
+
+    def forget_loss(self, passes, batch) -> torch.Tensor:
+        z = passes.hidden(batch.forget, self.layer)
+        return rmu_loss(
+            z, self.u[batch.corpus].to(z.device), self.coeff, batch.forget.attention_mask
+        )
+
+
+class AdaptiveRMU:
+    family = "rm"
+
+    def __init__(self, layer: int, beta: float, dim: int, n_corpora: int, seed: int) -> None:
+        self.layer, self.beta = layer, beta
+        self.u = _vectors("uniform", dim, n_corpora, seed)
+
+    def forget_loss(self, passes, batch) -> torch.Tensor:
+        z = passes.hidden(batch.forget, self.layer)
+        z_ref = passes.hidden(batch.forget, self.layer, reference=True)
+        return adaptive_rmu_loss(
+            z, z_ref, self.u[batch.corpus].to(z.device), self.beta, batch.forget.attention_mask
+        )
+
+
+class RSV:
+    family = "rm"
+
+    def __init__(self, layer: int, coeff: float, dim: int, n_corpora: int, seed: int) -> None:
+        self.layer, self.coeff = layer, coeff
+        self.eps = _vectors("normal", dim, n_corpora, seed)
+
+    def forget_loss(self, passes, batch) -> torch.Tensor:
+        z = passes.hidden(batch.forget, self.layer)
+        z_ref = passes.hidden(batch.forget, self.layer, reference=True)
+        return rsv_loss(
+            z, z_ref, self.eps[batch.corpus].to(z.device), self.coeff, batch.forget.attention_mask
+        )

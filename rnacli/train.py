@@ -1,0 +1,402 @@
+"""The unlearning loop. It reads top to bottom as what it does:
+
+    load model -> pick trainable tensors -> build data, method, retain loss, RNA
+    for each step: forget loss + alpha_k * retain loss (RNA noise in the reference retain
+    pass), backward, AdamW step, log, checkpoint the changed tensors.
+
+Everything random is a function of (seed, step): batches, the DPO refusal picks, RNA noise.
+So `--resume` from a checkpoint gives the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import re
+import subprocess
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from rich.progress import TextColumn
+from torch import nn
+
+from rnacli import __version__
+from rnacli.atomic import append_jsonl, write_json, write_jsonl, write_text
+from rnacli.checkpoint import (
+    CHECKPOINT,
+    load_delta,
+    load_optimizer_state,
+    read_meta,
+    save_checkpoint,
+    tensors_hash,
+)
+from rnacli.data import load_corpus
+from rnacli.data.batches import TrainingData, sample_indices
+from rnacli.errors import RnacliError
+from rnacli.methods import build_method, build_retain
+from rnacli.models import load_model
+from rnacli.passes import Passes
+from rnacli.progress import console, make_progress
+from rnacli.recipe import Recipe, to_toml
+from rnacli.rna import Noise, resolve_layers
+
+log = logging.getLogger(__name__)
+METRICS = "metrics.jsonl"
+
+
+def default_trainable(layer: int) -> str:
+    """mlp.down_proj of layers l-2..l, as the WMDP reference code (paper: layers 5, 6, 7)."""
+    layers = "|".join(str(i) for i in range(max(0, layer - 2), layer + 1))
+    return rf"\.layers\.({layers})\.mlp\.down_proj\.weight$"
+
+
+def select_trainable(model: nn.Module, pattern: str) -> dict[str, nn.Parameter]:
+    """Freeze everything, then unfreeze the tensors whose name matches `pattern`."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise RnacliError(f"train.trainable: invalid regex {pattern!r} ({e})") from None
+    chosen = {}
+    for name, param in model.named_parameters():
+        param.requires_grad_(bool(regex.search(name)))
+        if param.requires_grad:
+            chosen[name] = param
+    if not chosen:
+        sample = ", ".join(n for n, _ in list(model.named_parameters())[:3])
+        raise RnacliError(
+            f"train.trainable: {pattern!r} matches no parameter (names look like: {sample}, ...)"
+        )
+    return chosen
+
+
+def _documents(
+    source: str, key: str, min_chars: int, max_samples: int | None, seed: int
+) -> list[str]:
+    docs = [d for d in load_corpus(source) if len(d) >= min_chars]
+    if not docs:
+        raise RnacliError(
+            f"{key} '{source}': no documents of at least {min_chars} characters (data.min_chars)"
+        )
+    return [docs[i] for i in sample_indices(len(docs), max_samples, seed)]
+
+
+def training_data(recipe: Recipe, tokenizer, rank: int = 0, world_size: int = 1) -> TrainingData:
+    d, seed = recipe.data, recipe.train.seed
+    forget = [
+        _documents(src, f"data.forget[{k}]", d.min_chars, d.max_samples, seed)
+        for k, src in enumerate(d.forget)
+    ]
+    retain = _documents(d.retain, "data.retain", d.min_chars, None, seed)
+    refusals = load_corpus(d.refusal) if recipe.method.name == "dpo" else None
+    return TrainingData(
+        tokenizer=tokenizer,
+        forget=forget,
+        forget_names=list(d.forget),
+        forget_max_length=list(d.forget_max_length),
+        retain=retain,
+        retain_max_length=d.retain_max_length,
+        batch_size=d.batch_size,
+        seed=seed,
+        refusals=refusals,
+        prompt_tokens=recipe.method.prompt_tokens,
+        grad_accum=recipe.train.grad_accum,
+        rank=rank,
+        world_size=world_size,
+    )
+
+
+def make_optimizer(
+    recipe: Recipe, params: list[nn.Parameter], device: torch.device
+) -> torch.optim.Optimizer:
+    cfg = recipe.train
+    if cfg.optimizer == "adamw8bit":
+        if device.type != "cuda":
+            raise RnacliError(
+                "train.optimizer = 'adamw8bit' needs a CUDA GPU (bitsandbytes' "
+                "8-bit AdamW); this run is on the CPU: use 'adamw'"
+            )
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise RnacliError(
+                "train.optimizer = 'adamw8bit' needs bitsandbytes: pip install 'rnacli[gpu]'"
+            ) from None
+        return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def step_noise(
+    recipe: Recipe, layers: list[int], step: int, micro: int, rank: int, device: torch.device
+) -> Noise | None:
+    """RNA noise for one micro-batch, from a generator seeded by (seed, step, micro, rank)."""
+    if not recipe.rna.enabled:
+        return None
+    gen = torch.Generator(device=device)
+    gen.manual_seed(hash((recipe.train.seed, "rna", step, micro, rank)) & 0x7FFF_FFFF_FFFF)
+    return Noise(layers, recipe.rna.noise_scale, gen)
+
+
+def environment(device: torch.device, recipe: Recipe, world_size: int) -> dict:
+    import accelerate
+    import transformers
+
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                timeout=5,
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "rnacli": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "device": str(device),
+        "world_size": world_size,
+        "seed": recipe.train.seed,
+        "git_commit": commit,
+        "platform": platform.platform(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> int:
+    """Check the folder against --resume; return the step to start from."""
+    has_checkpoint = (run_dir / CHECKPOINT / "meta.json").exists()
+    if not resume:
+        if has_checkpoint:
+            step = read_meta(run_dir)["step"]
+            raise RnacliError(
+                f"{run_dir} already holds a run (step {step}): pass --resume to "
+                "continue it, or --out for a new folder"
+            )
+        return 0
+    if not has_checkpoint:
+        log.info("%s: no checkpoint yet, starting from step 0", run_dir)
+        return 0
+    saved = json.loads((run_dir / "recipe.json").read_text())
+    now = recipe.to_dict()
+    for section in ("model", "data", "method", "rna", "train"):
+        for key in set(saved.get(section, {})) | set(now.get(section, {})):
+            if section == "train" and key in ("steps", "checkpoint_every"):
+                continue
+            if saved.get(section, {}).get(key) != now.get(section, {}).get(key):
+                raise RnacliError(
+                    f"--resume: {section}.{key} differs from the run's recipe "
+                    f"({saved.get(section, {}).get(key)!r} there, "
+                    f"{now.get(section, {}).get(key)!r} now)"
+                )
+    return int(read_meta(run_dir)["step"])
+
+
+def load_for_training(recipe: Recipe, device: torch.device):
+    """(model, tokenizer, trainable tensors) with everything but the trainable tensors frozen."""
+    model, tokenizer = load_model(
+        recipe.model.name,
+        dtype=recipe.model.dtype,
+        device=str(device),
+        trust_remote_code=recipe.model.trust_remote_code,
+    )
+    model.config.use_cache = False
+    n_layers = model.config.num_hidden_layers
+    if recipe.method.layer >= n_layers:
+        raise RnacliError(
+            f"method.layer = {recipe.method.layer}, but the model has {n_layers} "
+            f"layers (0..{n_layers - 1})"
+        )
+    pattern = recipe.train.trainable or default_trainable(recipe.method.layer)
+    trainable = select_trainable(model, pattern)
+    n_params, total = sum(p.numel() for p in trainable.values()), model.num_parameters()
+    log.info(
+        "trainable: %d tensors, %s parameters (%.2f%% of %s)",
+        len(trainable),
+        f"{n_params:,}",
+        100 * n_params / total,
+        f"{total:,}",
+    )
+    if recipe.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()  # transformers checkpoints layers only in training mode
+    return model, tokenizer, trainable
+
+
+def unlearning_loss(
+    method, retain, passes: Passes, batch, alpha: float, noise: Noise | None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """forget loss + alpha * retain loss; RNA's noise rides in the retain reference pass."""
+    forget_loss = method.forget_loss(passes, batch)
+    retain_loss = retain.loss(passes, batch.retain, noise=noise)
+    loss = forget_loss + alpha * retain_loss
+    return loss, {
+        "loss": loss.item(),
+        "forget_loss": forget_loss.item(),
+        "retain_loss": retain_loss.item(),
+    }
+
+
+def train(recipe: Recipe, run_dir: Path, *, resume: bool = False) -> Path:
+    """Unlearn with `recipe`, writing the run folder; returns it."""
+    from accelerate import Accelerator
+
+    cfg = recipe.train
+    accelerator = Accelerator(cpu=recipe.model.device == "cpu")
+    main, device = accelerator.is_main_process, accelerator.device
+    rank, world = accelerator.process_index, accelerator.num_processes
+    start_step = _prepare_run_dir(run_dir, recipe, resume)
+
+    model, tokenizer, trainable = load_for_training(recipe, device)
+    base_hash = tensors_hash(trainable)  # of the original values, checked when a run loads
+    data = training_data(recipe, tokenizer, rank, world)
+    method = build_method(recipe.method, model.config.hidden_size, len(data.forget), cfg.seed)
+    retain = build_retain(recipe.method)
+    noise_layers = resolve_layers(
+        recipe.rna.layers, model.config.num_hidden_layers, recipe.method.layer
+    )
+    if recipe.rna.enabled and method.family == "rm" and min(noise_layers) > recipe.method.layer:
+        raise RnacliError(
+            f"rna.layers = {recipe.rna.layers!r}: noise above method.layer = "
+            f"{recipe.method.layer} never reaches an RM method's retain target"
+        )
+    passes = Passes(
+        model,
+        list(trainable),
+        reference=cfg.reference,
+        shared_prefix=cfg.shared_prefix,
+        truncate=cfg.truncated_forward,
+        chunk_tokens=cfg.logits_chunk or None,
+        checkpoint_head=cfg.checkpoint_head,
+    )
+    optimizer = make_optimizer(recipe, list(trainable.values()), device)
+    if start_step:
+        _restore(run_dir, trainable, optimizer)
+        log.info("resuming %s from step %d", run_dir, start_step)
+    if main:
+        _write_run_files(run_dir, recipe, device, world, start_step)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.autocast else nullcontext()
+    last_saved = start_step
+
+    with make_progress(TextColumn("{task.fields[status]}")) as progress:
+        bar = progress.add_task(
+            f"{recipe.name} ({recipe.method.label}{' + RNA' if recipe.rna.enabled else ''})",
+            total=cfg.steps,
+            completed=start_step,
+            status="",
+        )
+        for step in range(start_step, cfg.steps):
+            began = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            logged = dict.fromkeys(("loss", "forget_loss", "retain_loss"), 0.0)
+            for micro in range(cfg.grad_accum):
+                batch = data.batch(step, micro).to(device)
+                noise = step_noise(recipe, noise_layers, step, micro, rank, device)
+                with autocast:
+                    loss, values = unlearning_loss(
+                        method, retain, passes, batch, recipe.alphas[batch.corpus], noise
+                    )
+                if not all(math.isfinite(v) for v in values.values()):
+                    shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+                    raise RnacliError(
+                        f"step {step + 1}: loss is not finite ({shown}); stopped. The last good "
+                        f"checkpoint (step {last_saved}) is kept in {run_dir / CHECKPOINT}. "
+                        "Try a lower train.lr or method coefficient."
+                    )
+                (loss / cfg.grad_accum).backward()
+                for k, v in values.items():
+                    logged[k] += v / cfg.grad_accum
+            if world > 1:  # only a few tensors train: reduce their gradients directly
+                for p in trainable.values():
+                    p.grad = accelerator.reduce(p.grad, reduction="mean")
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(trainable.values(), cfg.max_grad_norm)
+            optimizer.step()
+            seconds = time.perf_counter() - began
+            if main:
+                append_jsonl(
+                    run_dir / METRICS,
+                    {
+                        "step": step + 1,
+                        "corpus": data.forget_names[step % len(data.forget)],
+                        **{k: round(v, 6) for k, v in logged.items()},
+                        "lr": cfg.lr,
+                        "seconds": round(seconds, 3),
+                    },
+                )
+            progress.update(
+                bar,
+                advance=1,
+                status=(
+                    f"loss {logged['loss']:.4f}  forget {logged['forget_loss']:.4f}  "
+                    f"retain {logged['retain_loss']:.4g}  {seconds:.1f}s/step"
+                ),
+            )
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                if main:
+                    save_checkpoint(
+                        run_dir,
+                        base_model=_portable_spec(recipe.model.name),
+                        base_hash=base_hash,
+                        tensors=dict(trainable),
+                        step=step + 1,
+                        optimizer_state=optimizer.state_dict(),
+                        extra={
+                            "recipe": recipe.name,
+                            "method": recipe.method.label,
+                            "rna": recipe.rna.enabled,
+                            "steps_total": cfg.steps,
+                        },
+                    )
+                accelerator.wait_for_everyone()
+                last_saved = step + 1
+    if start_step >= cfg.steps and main:
+        console.print(f"{run_dir}: already complete ({start_step} steps)")
+    return run_dir
+
+
+def _restore(
+    run_dir: Path, trainable: dict[str, nn.Parameter], optimizer: torch.optim.Optimizer
+) -> None:
+    delta = load_delta(run_dir)
+    with torch.no_grad():
+        for name, param in trainable.items():
+            param.copy_(delta[name].to(param.device, param.dtype))
+    if (state := load_optimizer_state(run_dir)) is not None:
+        optimizer.load_state_dict(state)
+
+
+def _write_run_files(
+    run_dir: Path, recipe: Recipe, device: torch.device, world: int, start_step: int
+) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "recipe.toml", to_toml(recipe.to_dict()))
+    write_json(run_dir / "recipe.json", recipe.to_dict())
+    write_json(run_dir / "env.json", environment(device, recipe, world))
+    _truncate_metrics(run_dir / METRICS, start_step)
+
+
+def _portable_spec(spec: str) -> str:
+    """A local model path is stored absolute, so the run loads from any working directory."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from (they will be recomputed)."""
+    if not path.exists():
+        return
+    if step == 0:
+        path.unlink()
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    write_jsonl(path, [r for r in rows if r.get("step", 0) <= step])

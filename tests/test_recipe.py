@@ -1,0 +1,127 @@
+from pathlib import Path
+
+import pytest
+
+from rnacli.errors import RnacliError
+from rnacli.recipe import load_recipe, parse_override, to_toml
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+GOOD = """
+[model]
+name = "smollm2-135m"
+[data]
+forget = ["a.jsonl", "b.jsonl"]
+[method]
+name = "npo"
+retain_loss = "kl"
+alpha = [50.0, 40.0]
+[rna]
+enabled = true
+noise_scale = 0.014
+"""
+
+
+def write(tmp_path, text, name="r.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_paper_values(tmp_path):
+    r = load_recipe(write(tmp_path, GOOD))
+    assert r.name == "r"
+    assert r.method.beta == 0.1 and r.method.layer == 7
+    assert r.alphas == [50.0, 40.0]
+    assert r.data.forget_max_length == [512, 512]
+    assert r.train.steps == 500 and r.train.lr == 5e-5
+    assert r.method.label == "NPO+KL"
+    rmu = load_recipe(
+        write(tmp_path, '[data]\nforget = ["x"]\n[method]\nname = "rmu"\nalpha = 1200.0\n')
+    )
+    assert rmu.method.steering_coeff == 6.5 and rmu.method.retain_loss == "rm"
+    assert rmu.alphas == [1200.0]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("[method]", "[method]\nstering_coeff = 3.0"),
+            r"r.toml: method.stering_coeff: unknown key",
+        ),
+        (("[rna]", "[rna]\nlayer = 7"), r"r.toml: rna.layer: unknown key"),
+        (('name = "npo"', 'name = "npx"'), r"r.toml: method.name: Input should be 'rmu'"),
+        (
+            ("noise_scale = 0.014", 'noise_scale = "big"'),
+            r"r.toml: rna.noise_scale: Input should be a valid number \(got 'big'\)",
+        ),
+        (
+            ("noise_scale = 0.014", "noise_scale = -0.1"),
+            r"r.toml: rna.noise_scale: Input should be greater than or equal to 0 \(got -0.1\)",
+        ),
+        (
+            ("alpha = [50.0, 40.0]", "alpha = [50.0]"),
+            r"r.toml: method.alpha: 1 values for 2 forget corpora",
+        ),
+        (('retain_loss = "kl"', ""), r"r.toml: method.retain_loss: npo needs 'kl' or 'mse'"),
+        (("noise_scale = 0.014", "noise_scale = 0.0"), r"r.toml: rna.noise_scale: RNA is enabled"),
+        (("[model]", "[model]\nsteps = 3"), r"r.toml: model.steps: unknown key"),
+        (('forget = ["a.jsonl", "b.jsonl"]', "forget = []"), r"r.toml: data.forget: List should"),
+    ],
+)
+def test_bad_recipes_are_one_line_naming_file_and_key(tmp_path, edit, message):
+    text = GOOD.replace(*edit)
+    with pytest.raises(RnacliError, match=message) as err:
+        load_recipe(write(tmp_path, text))
+    assert "\n" not in str(err.value)
+
+
+def test_invalid_toml(tmp_path):
+    with pytest.raises(RnacliError, match=r"r.toml: invalid TOML: .*line 2"):
+        load_recipe(write(tmp_path, "[model]\nname = \n"))
+    with pytest.raises(RnacliError, match="no such recipe"):
+        load_recipe(tmp_path / "missing.toml")
+
+
+def test_set_overrides_any_key(tmp_path):
+    path = write(tmp_path, GOOD)
+    r = load_recipe(
+        path,
+        [
+            "train.lr=1e-5",
+            "rna.layers=[5, 6]",
+            "data.retain=wikitext",
+            "rna.noise_scale=0.02",
+            "train.autocast=true",
+            "rna.layers=early",
+        ],
+    )
+    assert r.train.lr == 1e-5 and r.rna.layers == "early" and r.data.retain == "wikitext"
+    assert r.rna.noise_scale == 0.02 and r.train.autocast is True
+    with pytest.raises(RnacliError, match=r"\(set on the command line\): train.lrr: unknown key"):
+        load_recipe(path, ["train.lrr=1e-5"])
+    with pytest.raises(RnacliError, match="expected KEY=VALUE"):
+        load_recipe(path, ["train.lr"])
+    assert parse_override("model.name=org/model") == (["model", "name"], "org/model")
+
+
+def test_resolved_recipe_round_trips_through_toml(tmp_path):
+    r = load_recipe(write(tmp_path, GOOD))
+    again = load_recipe(write(tmp_path, to_toml(r.to_dict()), "again.toml"))
+    assert again.to_dict() == {**r.to_dict(), "name": "r"}
+
+
+def test_every_shipped_recipe_is_valid_and_paired():
+    paper = sorted(RECIPES.glob("*.toml"))
+    tiny = sorted((RECIPES / "tiny").glob("*.toml"))
+    assert len(paper) == 18 and len(tiny) == 18
+    for path in paper + tiny:
+        r = load_recipe(path)
+        twin = path.with_name(path.stem.removesuffix("_rna") + ".toml")
+        assert twin.exists()
+        assert r.rna.enabled == path.stem.endswith("_rna")
+    zephyr = load_recipe(RECIPES / "dpo_mse_rna.toml")
+    assert zephyr.model.name == "HuggingFaceH4/zephyr-7b-beta"
+    assert zephyr.alphas == [5.0, 20.0] and zephyr.rna.noise_scale == 0.02
+    assert load_recipe(RECIPES / "rmu_rna.toml").rna.noise_scale == 0.03

@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from rnacli.data.batches import document_batch
+from rnacli.errors import RnacliError
+from rnacli.methods import build_method, build_retain
+from rnacli.passes import Passes
+from rnacli.recipe import recipe_from_dict
+from rnacli.rna import Noise, resolve_layers
+from rnacli.train import unlearning_loss
+from tests.conftest import tiny_recipe
+
+TRAINABLE = [f"model.layers.{i}.mlp.down_proj.weight" for i in (1, 2, 3)]
+TEXTS = [
+    "virus host cell protein gene membrane replication enzyme sequence strain " * 3,
+    "network exploit packet kernel buffer server attack password code memory " * 3,
+]
+
+
+def test_presets_follow_the_paper():
+    assert resolve_layers(None, 32, 7) == [7]
+    assert resolve_layers("early", 32, 7) == [5, 6, 7]
+    assert resolve_layers("middle", 32, 7) == [14, 15, 16]
+    assert resolve_layers("late", 32, 7) == [28, 29, 30]
+    assert resolve_layers("all", 4, 2) == [0, 1, 2, 3]
+    assert resolve_layers([3, 1, 3], 4, 2) == [1, 3]
+    with pytest.raises(RnacliError, match="rna.layers = 40: layers must lie in 0..31"):
+        resolve_layers(40, 32, 7)
+    with pytest.raises(RnacliError, match="expected a layer index"):
+        resolve_layers("top", 32, 7)
+
+
+def test_injected_noise_has_mean_zero_and_variance_nu(tiny):
+    model, tok = tiny
+    seq = document_batch(tok, TEXTS * 8, 64)
+    passes = Passes(model, TRAINABLE)
+    nu = 0.04
+    clean = passes.hidden(seq, 2, reference=True)
+    noise = Noise([2], nu, torch.Generator().manual_seed(0))
+    noised = passes.hidden(seq, 2, reference=True, noise=noise)
+    delta = (noised - clean)[seq.attention_mask.bool()]
+    assert delta.numel() > 10_000
+    assert abs(delta.mean().item()) < 0.01
+    assert delta.var().item() == pytest.approx(nu, rel=0.05)
+    assert noise.calls == 1
+
+
+def test_same_generator_seed_same_noise(tiny):
+    model, tok = tiny
+    seq = document_batch(tok, TEXTS, 32)
+    passes = Passes(model, TRAINABLE)
+
+    def run(seed):
+        return passes.hidden(
+            seq, 2, reference=True, noise=Noise([2], 0.1, torch.Generator().manual_seed(seed))
+        )
+
+    torch.testing.assert_close(run(3), run(3))
+    assert not torch.allclose(run(3), run(4))
+
+
+@pytest.mark.parametrize(
+    ("method", "retain_loss"), [("rmu", None), ("rsv", None), ("npo", "kl"), ("dpo", "mse")]
+)
+def test_only_the_reference_retain_pass_is_noised(
+    tiny, corpora, tiny_model_dir, method, retain_loss
+):
+    """With RNA the forget loss is unchanged (forget passes are never noised), the retain loss
+    changes, and noise is drawn exactly once per noised layer (one reference retain pass)."""
+    model, tok = tiny
+    recipe = recipe_from_dict(tiny_recipe(tiny_model_dir, corpora, method, retain_loss))
+    m = build_method(recipe.method, model.config.hidden_size, 2, seed=0)
+    retain = build_retain(recipe.method)
+    from rnacli.data.batches import preference_batches
+
+    forget = document_batch(tok, TEXTS, 24)
+    win, lose = preference_batches(tok, TEXTS, ["I don't know.", "No idea."], 24, 4)
+    batch = type(
+        "B",
+        (),
+        {
+            "forget": lose if method == "dpo" else forget,
+            "refusal": win,
+            "retain": document_batch(tok, TEXTS[::-1], 24),
+            "corpus": 0,
+        },
+    )()
+    passes = Passes(model, TRAINABLE)
+    # the updated model must differ from the reference, or the retain loss is exactly 0
+    with torch.no_grad():
+        model.get_parameter(TRAINABLE[0]).mul_(1.5)
+    try:
+        _, plain = unlearning_loss(m, retain, passes, batch, 1.0, None)
+        noise = Noise([1, 3], 0.05, torch.Generator().manual_seed(0))
+        _, noised = unlearning_loss(m, retain, passes, batch, 1.0, noise)
+    finally:
+        with torch.no_grad():
+            model.get_parameter(TRAINABLE[0]).div_(1.5)
+    assert noised["forget_loss"] == plain["forget_loss"]
+    assert noised["retain_loss"] != plain["retain_loss"]
+    assert noise.calls == 2  # layers 1 and 3, once each
+
+
+def test_noise_below_the_shared_prefix_is_applied(tiny):
+    model, tok = tiny
+    seq = document_batch(tok, TEXTS, 32)
+    passes = Passes(model, TRAINABLE)  # prefix: layer 0 shared
+    clean = passes.hidden(seq, 3, reference=True)
+    noise = Noise([0], 0.05, torch.Generator().manual_seed(0))
+    assert not torch.allclose(passes.hidden(seq, 3, reference=True, noise=noise), clean)
+    assert noise.calls == 1

@@ -1,0 +1,194 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rnacli.errors import RnacliError
+from rnacli.models import load_model
+from rnacli.recipe import recipe_from_dict
+from rnacli.train import train
+from tests.conftest import tiny_recipe
+
+ALL = [
+    ("rmu", None),
+    ("adaptive_rmu", None),
+    ("rsv", None),
+    ("npo", "kl"),
+    ("npo", "mse"),
+    ("dpo", "kl"),
+    ("dpo", "mse"),
+    ("simnpo", "kl"),
+    ("simnpo", "mse"),
+]
+SLOW_STYLE = {
+    "reference": "copy",
+    "shared_prefix": False,
+    "truncated_forward": False,
+    "logits_chunk": 0,
+}
+
+
+def run(tmp_path, name, raw):
+    recipe = recipe_from_dict(raw, f"{name}.toml")
+    return train(recipe, tmp_path / name)
+
+
+def delta(run_dir):
+    return load_file(str(run_dir / "checkpoint" / "delta.safetensors"))
+
+
+@pytest.mark.parametrize(("method", "retain_loss"), ALL)
+def test_three_steps_equal_with_and_without_the_engineering(
+    tmp_path, tiny_model_dir, corpora, method, retain_loss
+):
+    """Delta reference + shared prefix + truncated forward + chunked head give the same
+    parameters as a deep-copied reference with full forwards (RNA on)."""
+    fast = run(
+        tmp_path, "fast", tiny_recipe(tiny_model_dir, corpora, method, retain_loss, rna=True)
+    )
+    slow = run(
+        tmp_path,
+        "slow",
+        tiny_recipe(tiny_model_dir, corpora, method, retain_loss, rna=True, train=SLOW_STYLE),
+    )
+    base, _ = load_model(str(tiny_model_dir), device="cpu")
+    for name, value in delta(fast).items():
+        torch.testing.assert_close(value, delta(slow)[name], atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(value, base.get_parameter(name), atol=1e-6)  # it did train
+
+
+def test_run_folder_layout_and_evaluation(tmp_path, tiny_model_dir, corpora):
+    run_dir = run(
+        tmp_path, "npo_kl_rna", tiny_recipe(tiny_model_dir, corpora, "npo", "kl", rna=True)
+    )
+    for file in (
+        "recipe.toml",
+        "recipe.json",
+        "env.json",
+        "metrics.jsonl",
+        "checkpoint/delta.safetensors",
+        "checkpoint/meta.json",
+    ):
+        assert (run_dir / file).exists(), file
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert {"loss", "forget_loss", "retain_loss", "lr", "seconds", "corpus"} <= set(rows[0])
+    meta = json.loads((run_dir / "checkpoint/meta.json").read_text())
+    assert meta["step"] == 3 and meta["method"] == "NPO+KL" and meta["rna"] is True
+    assert len(meta["tensors"]) == 3
+    model, _ = load_model(str(run_dir), device="cpu")
+    for name, value in delta(run_dir).items():
+        torch.testing.assert_close(model.get_parameter(name), value)
+    # only the trained tensors are stored: their bytes plus a small header
+    trained = sum(v.numel() * v.element_size() for v in delta(run_dir).values())
+    size = (run_dir / "checkpoint/delta.safetensors").stat().st_size
+    assert trained <= size < trained + 1024
+    assert size < 0.2 * sum(p.numel() * 4 for p in model.parameters())
+
+
+def test_resume_after_a_kill_gives_the_same_weights(tmp_path, tiny_model_dir, corpora, monkeypatch):
+    raw = tiny_recipe(
+        tiny_model_dir, corpora, "dpo", "kl", rna=True, train={"steps": 5, "checkpoint_every": 2}
+    )
+    whole = run(tmp_path, "whole", raw)
+
+    import rnacli.train as train_module
+
+    real = train_module.unlearning_loss
+    calls = {"n": 0}
+
+    def dies_at_step_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # the process is killed during step 4
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "unlearning_loss", dies_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "killed", raw)
+    monkeypatch.setattr(train_module, "unlearning_loss", real)
+    killed = tmp_path / "killed"
+    assert json.loads((killed / "checkpoint/meta.json").read_text())["step"] == 2
+    train(recipe_from_dict(raw, "killed.toml"), killed, resume=True)
+    for name, value in delta(whole).items():
+        torch.testing.assert_close(delta(killed)[name], value, atol=0, rtol=0)
+    steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_existing_run_needs_resume_and_the_same_recipe(tmp_path, tiny_model_dir, corpora):
+    raw = tiny_recipe(tiny_model_dir, corpora, "rmu")
+    run(tmp_path, "r", raw)
+    with pytest.raises(RnacliError, match="already holds a run .*--resume"):
+        run(tmp_path, "r", raw)
+    changed = tiny_recipe(tiny_model_dir, corpora, "rmu", method={"steering_coeff": 9.0})
+    with pytest.raises(RnacliError, match="--resume: method.steering_coeff differs"):
+        train(recipe_from_dict(changed, "r.toml"), tmp_path / "r", resume=True)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
+    tmp_path, tiny_model_dir, corpora, monkeypatch
+):
+    import rnacli.train as train_module
+
+    real = train_module.unlearning_loss
+    calls = {"n": 0}
+
+    def nan_at_step_3(*args, **kwargs):
+        calls["n"] += 1
+        loss, values = real(*args, **kwargs)
+        if calls["n"] == 3:
+            loss = loss * float("nan")
+            values = {**values, "loss": float("nan")}
+        return loss, values
+
+    monkeypatch.setattr(train_module, "unlearning_loss", nan_at_step_3)
+    raw = tiny_recipe(tiny_model_dir, corpora, "npo", "kl", train={"steps": 4})
+    with pytest.raises(RnacliError, match=r"step 3: loss is not finite .*step 2\) is kept"):
+        run(tmp_path, "nan", raw)
+    assert json.loads((tmp_path / "nan/checkpoint/meta.json").read_text())["step"] == 2
+
+
+def test_delta_refuses_a_different_base(tmp_path, tiny_model_dir, corpora):
+    run_dir = run(tmp_path, "r", tiny_recipe(tiny_model_dir, corpora, "rmu"))
+    meta_path = run_dir / "checkpoint/meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["base_hash"] = "0" * 64
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(RnacliError, match="differs from the one this run was trained from"):
+        load_model(str(run_dir), device="cpu")
+
+
+def test_trainable_regex_errors(tmp_path, tiny_model_dir, corpora):
+    raw = tiny_recipe(tiny_model_dir, corpora, "rmu", train={"trainable": r"nothing\.here"})
+    with pytest.raises(RnacliError, match="train.trainable: .* matches no parameter"):
+        run(tmp_path, "x", raw)
+    raw = tiny_recipe(tiny_model_dir, corpora, "rmu", method={"layer": 40})
+    with pytest.raises(RnacliError, match="method.layer = 40, but the model has 6 layers"):
+        run(tmp_path, "y", raw)
+
+
+def test_rm_noise_above_the_unlearn_layer_is_refused(tmp_path, tiny_model_dir, corpora):
+    raw = tiny_recipe(tiny_model_dir, corpora, "rmu", rna=True)
+    raw["rna"]["layers"] = [5]
+    with pytest.raises(RnacliError, match="never reaches an RM method's retain target"):
+        run(tmp_path, "x", raw)
+
+
+def test_preference_batches_mask_the_prompt(tiny):
+    from rnacli.data.batches import preference_batches
+
+    _, tok = tiny
+    docs = ["virus host cell protein gene membrane replication", "network exploit"]
+    win, lose = preference_batches(tok, docs, ["I don't know.", "No idea."], 64, 4)
+    for row in range(2):
+        n_doc = int(lose.attention_mask[row].sum())
+        n_prompt = min(4, n_doc // 2)  # a short document keeps half for the rejected answer
+        assert lose.target_mask[row, :n_prompt].sum() == 0
+        assert lose.target_mask[row, n_prompt:n_doc].all()
+        assert torch.equal(win.input_ids[row, :n_prompt], lose.input_ids[row, :n_prompt])
+        refusal = tok(" " + ["I don't know.", "No idea."][row], add_special_tokens=False)
+        n_win = int(win.attention_mask[row].sum())
+        assert win.input_ids[row, n_prompt:n_win].tolist() == refusal["input_ids"]
+        assert win.target_mask[row, n_prompt:n_win].all()
