@@ -9,8 +9,10 @@ import torch
 from rnacli.data.mining import keyword_sets, score_ngrams, word_ngrams
 from rnacli.evaluate.sensitivity import layer_sensitivity, sensitivity_ratio
 
-DOCS = ["virus host cell protein gene membrane replication enzyme sequence strain virus host",
-        "network exploit packet kernel buffer server attack password code memory network"]
+DOCS = [
+    "virus host cell protein gene membrane replication enzyme sequence strain virus host",
+    "network exploit packet kernel buffer server attack password code memory network",
+]
 
 
 def test_sensitivity_ratio_by_hand():
@@ -72,20 +74,40 @@ def test_mine_tokens_cli_with_the_shipped_embedder(tmp_path, corpora):
     from rnacli.cli import app
 
     out = tmp_path / "kw"
-    result = CliRunner().invoke(app, ["mine-tokens", str(corpora["bio"]), "--ngram", "2,4",
-                                      "--top", "3", "--max-docs", "4", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "mine-tokens",
+            str(corpora["bio"]),
+            "--ngram",
+            "2,4",
+            "--top",
+            "3",
+            "--max-docs",
+            "4",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((out / "keywords.json").read_text())
-    assert set(data["keyword_sets"]) == {"most-2", "least-2", "mean-2", "most-4", "least-4",
-                                         "mean-4"}
+    assert set(data["keyword_sets"]) == {
+        "most-2",
+        "least-2",
+        "mean-2",
+        "most-4",
+        "least-4",
+        "mean-4",
+    }
     assert all(len(v) == 3 for v in data["keyword_sets"].values())
     most = [d["similarity"] for d in data["details"]["most-2"]]
     least = [d["similarity"] for d in data["details"]["least-2"]]
     assert min(most) > max(least)
     from rnacli.data.perturb import keyword_sets as load_sets
 
-    assert load_sets(keywords_file=out / "keywords.json")["most-4"] == data["keyword_sets"][
-        "most-4"]
+    assert (
+        load_sets(keywords_file=out / "keywords.json")["most-4"] == data["keyword_sets"]["most-4"]
+    )
 
 
 def test_inference_noise_changes_scores_reproducibly(tiny):
@@ -114,9 +136,19 @@ def test_exported_tasks_load_in_lm_eval_offline(tmp_path, qa_file):
     from rnacli.cli import app
 
     out = tmp_path / "tasks"
-    result = CliRunner().invoke(app, ["export-tasks", str(out), "--tasks",
-                                      f"qa={qa_file},pqa=perturbed-{qa_file}", "--keyword",
-                                      "SARS-CoV-2", "--keyword", "anthrax"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "export-tasks",
+            str(out),
+            "--tasks",
+            f"qa={qa_file},pqa=perturbed-{qa_file}",
+            "--keyword",
+            "SARS-CoV-2",
+            "--keyword",
+            "anthrax",
+        ],
+    )
     assert result.exit_code == 0, result.output
     loaded = TaskManager(include_path=str(out), include_defaults=False).load(["rnacli"])
     flat = loaded["tasks"]

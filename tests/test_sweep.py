@@ -24,17 +24,21 @@ def test_grid_parsing():
         parse_grid(["rna.noise_scale"])
 
 
-def test_sweep_trains_evaluates_and_resumes(tmp_path, tiny_model_dir, corpora, qa_file,
-                                            monkeypatch):
-    raw = tiny_recipe(tiny_model_dir, corpora, "rmu", rna=True,
-                      train={"steps": 2, "checkpoint_every": 1})
+def test_sweep_trains_evaluates_and_resumes(
+    tmp_path, tiny_model_dir, corpora, qa_file, monkeypatch
+):
+    raw = tiny_recipe(
+        tiny_model_dir, corpora, "rmu", rna=True, train={"steps": 2, "checkpoint_every": 1}
+    )
     raw["eval"] = {"tasks": [str(qa_file), f"perturbed-{qa_file}"], "limit": 6}
     recipe = write_recipe(tmp_path, raw)
     grid = {"rna.noise_scale": [0.01, 0.05]}
     summary = sweep(recipe, grid, tmp_path / "sweeps")
     folder = tmp_path / "sweeps" / "rmu_rna"
-    assert [r["point"] for r in summary["points"]] == [{"rna.noise_scale": 0.01},
-                                                       {"rna.noise_scale": 0.05}]
+    assert [r["point"] for r in summary["points"]] == [
+        {"rna.noise_scale": 0.01},
+        {"rna.noise_scale": 0.05},
+    ]
     assert set(summary["points"][0]["tasks"]) == {str(qa_file), f"perturbed-{qa_file}"}
     assert json.loads((folder / "sweep.json").read_text())["grid"] == grid
     assert (folder / "sweep.png").read_bytes()[:4] == b"\x89PNG"
