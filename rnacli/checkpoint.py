@@ -114,13 +114,25 @@ def apply_delta(model: PreTrainedModel, run_dir: Path, meta: dict[str, Any]) -> 
 
 
 def load_run_model(
-    run_dir: Path, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False
+    run_dir: Path,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    load_in: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base model with the run's delta applied (the trained modules stay unquantized when
+    the base is loaded in 8 or 4 bits)."""
     from rnacli.models import load_model
 
     meta = read_meta(run_dir)
     model, tokenizer = load_model(
-        meta["base_model"], dtype=dtype, device=device, trust_remote_code=trust_remote_code
+        meta["base_model"],
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        load_in=load_in,
+        keep_unquantized=[n.rsplit(".", 1)[0] for n in meta["tensors"]],
     )
     apply_delta(model, run_dir, meta)
     return model, tokenizer

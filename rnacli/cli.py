@@ -86,6 +86,9 @@ def eval_cmd(
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow model code from the Hub (off by default).")
     ] = False,
+    load_in: Annotated[
+        str | None, typer.Option(help="8bit or 4bit: bitsandbytes-quantized weights (CUDA).")
+    ] = None,
     inference_noise: Annotated[
         float | None,
         typer.Option(help="Add RNA-style noise N(0, NU I) at evaluation time (variance NU)."),
@@ -122,6 +125,7 @@ def eval_cmd(
             dtype=dtype,
             device=device,
             trust_remote_code=trust_remote_code,
+            load_in=load_in,
             noise=noise,
             extra={"limit": limit, "seed": seed},
         )

@@ -71,23 +71,60 @@ def is_run_dir(path: Path) -> bool:
     return (path / "checkpoint" / "meta.json").is_file()
 
 
+def quantization_config(load_in: str | None, device: torch.device, keep: list[str] | None = None):
+    """bitsandbytes 8-bit/4-bit loading (CUDA only), for evaluation and the demo. Modules in
+    `keep` stay unquantized (a run's trained tensors, so that its delta can be applied)."""
+    if load_in is None:
+        return None
+    if load_in not in ("8bit", "4bit"):
+        raise RnacliError(f"load_in = '{load_in}': expected 8bit or 4bit")
+    if device.type != "cuda":
+        raise RnacliError(
+            f"load_in = '{load_in}' needs a CUDA GPU (bitsandbytes quantized "
+            f"weights); this run is on {device.type}: leave it unset"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise RnacliError(
+            f"load_in = '{load_in}' needs bitsandbytes: pip install 'rnacli[gpu]'"
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    skip = ["lm_head", *(keep or [])]
+    if load_in == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_quant_type="nf4",
+        llm_int8_skip_modules=skip,
+    )
+
+
 def load_model(
     spec: str,
     *,
     dtype: str = "auto",
     device: str = "auto",
     trust_remote_code: bool = False,
+    load_in: str | None = None,
+    keep_unquantized: list[str] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load (model, tokenizer) in eval mode on `device`; the tokenizer always has a pad token."""
+    """Load (model, tokenizer) in eval mode on `device`; the tokenizer always has a pad token.
+    `load_in` = 8bit/4bit quantizes the weights with bitsandbytes (CUDA only)."""
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    quantization = quantization_config(load_in, dev, keep_unquantized)
     path = Path(spec).expanduser()
     if spec in EMBEDDED_MODELS:
         folder = embedded_model_dir(spec)
     elif path.is_dir() and is_run_dir(path):
         from rnacli.checkpoint import load_run_model  # runs are built on top of this module
 
-        return load_run_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        return load_run_model(
+            path, dtype=dtype, device=device, trust_remote_code=trust_remote_code, load_in=load_in
+        )
     elif path.is_file() and path.suffix == ".gguf":
         folder = gguf_model_dir(path)
     elif path.is_dir():
@@ -102,17 +139,29 @@ def load_model(
             f"unknown model '{spec}': expected a Hub id (org/name), a local folder, a .gguf "
             f"file, a run folder, or one of: {', '.join(EMBEDDED_MODELS)}"
         )
-    model, tokenizer = _from_pretrained(str(folder), torch_dtype, trust_remote_code, spec)
-    return model.to(dev).eval(), tokenizer
+    model, tokenizer = _from_pretrained(
+        str(folder), torch_dtype, trust_remote_code, spec, quantization, dev
+    )
+    if quantization is None:
+        model = model.to(dev)
+    return model.eval(), tokenizer
 
 
 def _from_pretrained(
-    folder: str, torch_dtype: torch.dtype, trust_remote_code: bool, spec: str
+    folder: str,
+    torch_dtype: torch.dtype,
+    trust_remote_code: bool,
+    spec: str,
+    quantization=None,
+    device: torch.device | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    extra = (
+        {"quantization_config": quantization, "device_map": {"": device}} if quantization else {}
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            folder, dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra
         )
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -45,6 +45,8 @@ class ModelConfig(_Section):
     dtype: str = "auto"
     device: str = "auto"
     trust_remote_code: bool = False
+    # bitsandbytes-quantized weights for evaluation (CUDA only); training needs full precision
+    load_in: Literal["8bit", "4bit"] | None = None
 
 
 class DataConfig(_Section):

@@ -81,21 +81,18 @@ def _recipe_tasks(recipe: Recipe):
 def run_point(recipe_path: Path, point: dict[str, Any], run_dir: Path, extra: list[str]) -> None:
     """Train (resuming) and evaluate one grid point in this process."""
     from rnacli.evaluate.runner import evaluate_model
-    from rnacli.evaluate.tasks import resolve_tasks
     from rnacli.train import train
 
     recipe = load_recipe(recipe_path, extra + overrides(point))
     train(recipe, run_dir, resume=True)
     e = recipe.eval
-    tasks = resolve_tasks(
-        e.tasks, keyword_sets=keyword_sets(e.keywords), limit=e.limit, seed=e.seed
-    )
     evaluate_model(
         str(run_dir),
-        tasks,
+        _recipe_tasks(recipe),
         batch_size=e.batch_size,
         dtype=recipe.model.dtype,
         device=recipe.model.device,
+        load_in=recipe.model.load_in,
         extra={"limit": e.limit, "seed": e.seed},
     )
 

@@ -18,6 +18,7 @@ import re
 import subprocess
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -203,6 +204,12 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> int:
 
 def load_for_training(recipe: Recipe, device: torch.device):
     """(model, tokenizer, trainable tensors) with everything but the trainable tensors frozen."""
+    if recipe.model.load_in is not None:
+        raise RnacliError(
+            f"model.load_in = '{recipe.model.load_in}' is for evaluation: training "
+            "updates full-precision tensors (use train.optimizer = 'adamw8bit' "
+            "to save memory)"
+        )
     model, tokenizer = load_model(
         recipe.model.name,
         dtype=recipe.model.dtype,
@@ -246,8 +253,15 @@ def unlearning_loss(
     }
 
 
-def train(recipe: Recipe, run_dir: Path, *, resume: bool = False) -> Path:
-    """Unlearn with `recipe`, writing the run folder; returns it."""
+@dataclass
+class TrainResult:
+    run_dir: Path
+    trainable: dict[str, nn.Parameter]  # the trained tensors (every process holds the same)
+    rank: int = 0
+
+
+def train(recipe: Recipe, run_dir: Path, *, resume: bool = False) -> TrainResult:
+    """Unlearn with `recipe`; only the main process writes the run folder."""
     from accelerate import Accelerator
 
     cfg = recipe.train
@@ -361,7 +375,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False) -> Path:
                 last_saved = step + 1
     if start_step >= cfg.steps and main:
         console.print(f"{run_dir}: already complete ({start_step} steps)")
-    return run_dir
+    return TrainResult(run_dir, trainable, rank)
 
 
 def _restore(

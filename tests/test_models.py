@@ -58,3 +58,12 @@ def test_embedded_default_converts_once_to_a_plain_model(monkeypatch):
     assert model.config.num_hidden_layers == 30
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert tok("Answer: A")["input_ids"][-1] == tok(" A")["input_ids"][0]
+
+
+def test_quantized_loading_needs_cuda(tiny_model_dir):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the error path is for CPU-only machines")
+    with pytest.raises(RnacliError, match="load_in = '4bit' needs a CUDA GPU"):
+        load_model(str(tiny_model_dir), device="cpu", load_in="4bit")
+    with pytest.raises(RnacliError, match="expected 8bit or 4bit"):
+        load_model(str(tiny_model_dir), device="cpu", load_in="2bit")

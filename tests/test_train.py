@@ -31,7 +31,7 @@ SLOW_STYLE = {
 
 def run(tmp_path, name, raw):
     recipe = recipe_from_dict(raw, f"{name}.toml")
-    return train(recipe, tmp_path / name)
+    return train(recipe, tmp_path / name).run_dir
 
 
 def delta(run_dir):
@@ -192,3 +192,14 @@ def test_preference_batches_mask_the_prompt(tiny):
         n_win = int(win.attention_mask[row].sum())
         assert win.input_ids[row, n_prompt:n_win].tolist() == refusal["input_ids"]
         assert win.target_mask[row, n_prompt:n_win].all()
+
+
+def test_cpu_refuses_gpu_only_settings(tmp_path, tiny_model_dir, corpora):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    raw = tiny_recipe(tiny_model_dir, corpora, "rmu", train={"optimizer": "adamw8bit"})
+    with pytest.raises(RnacliError, match="'adamw8bit' needs a CUDA GPU"):
+        run(tmp_path, "a", raw)
+    raw = tiny_recipe(tiny_model_dir, corpora, "rmu", model={"load_in": "8bit"})
+    with pytest.raises(RnacliError, match="model.load_in = '8bit' is for evaluation"):
+        run(tmp_path, "b", raw)

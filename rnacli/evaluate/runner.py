@@ -80,6 +80,7 @@ def evaluate_model(
     dtype: str = "auto",
     device: str = "auto",
     trust_remote_code: bool = False,
+    load_in: str | None = None,
     noise: InferenceNoise | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def evaluate_model(
     label = model_label(spec) + (f"+{noise.label()}" if noise else "")
     console.print(f"[bold]{label}[/]: loading")
     model, tokenizer = load_model(
-        spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code
+        spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code, load_in=load_in
     )
     with noise.context(model) if noise else nullcontext():
         results = evaluate_tasks(model, tokenizer, tasks, backend=backend, batch_size=batch_size)
