@@ -485,6 +485,51 @@ def corpus_from_qa(
     stdout.print(f"wrote {out}: {len(rows)} {kind} ({split} half of {source}, seed {seed})")
 
 
+world_app = typer.Typer(
+    help="A fictional world where unlearning effects show on a CPU.", no_args_is_help=True
+)
+app.add_typer(world_app, name="world")
+
+
+@world_app.command("build")
+def world_build(
+    people: Annotated[int, typer.Option(help="Fictional people in the world.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of names, attributes and the split.")] = 0,
+    forget_fraction: Annotated[float, typer.Option(help="Share of people to forget.")] = 0.1,
+    max_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs at most.")] = 12,
+    target: Annotated[float, typer.Option(help="Stop once cloze accuracy reaches this.")] = 0.95,
+    force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
+) -> None:
+    """Generate the world and teach it to the embedded model (cached; reused on a second call)."""
+    from rich.table import Table
+
+    from rnacli.world.generate import WorldSpec, generate, qa_sets, validate
+    from rnacli.world.learn import LearnConfig, build, build_info
+
+    spec = WorldSpec(people=people, seed=seed, forget_fraction=forget_fraction)
+    validate(spec)
+    config = LearnConfig(max_epochs=max_epochs, target=target)
+    folder = build(spec, config, force=force)
+    world = generate(spec)
+    sets = qa_sets(world)
+    table = Table(title=f"World {spec.key}", title_justify="left")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("people (forget / retain)", f"{len(world.forget)} / {len(world.retain)}")
+    for name, records in sets.items():
+        table.add_row(f"QA: {name}", str(len(records)))
+    info = build_info(spec, config)
+    last = info["history"][-1]
+    table.add_row("learned in", f"{last['epoch']} epochs, {last['seconds'] / 60:.1f} min")
+    table.add_row("cloze accuracy (sample)", f"{100 * info['accuracy']:.1f} %")
+    table.add_row("model", str(folder))
+    stdout.print(table)
+    stdout.print(
+        "use it: model name 'world', tasks world-forget, world-retain, "
+        "world-perturbed, world-mention (recipes/world/)"
+    )
+
+
 @app.command()
 def perturb(
     source: Annotated[str, typer.Argument(help="QA source (e.g. mmlu, a .jsonl file).")],

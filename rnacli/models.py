@@ -119,6 +119,11 @@ def load_model(
     path = Path(spec).expanduser()
     if spec in EMBEDDED_MODELS:
         folder = embedded_model_dir(spec)
+    elif spec == "world" or spec.startswith("world["):
+        from rnacli.world.generate import parse_spec
+        from rnacli.world.learn import built_model
+
+        folder = built_model(parse_spec(spec))
     elif path.is_dir() and is_run_dir(path):
         from rnacli.checkpoint import load_run_model  # runs are built on top of this module
 
@@ -137,7 +142,8 @@ def load_model(
     else:
         raise RnacliError(
             f"unknown model '{spec}': expected a Hub id (org/name), a local folder, a .gguf "
-            f"file, a run folder, or one of: {', '.join(EMBEDDED_MODELS)}"
+            f"file, a run folder, world (the learned fictional world), or one of: "
+            f"{', '.join(EMBEDDED_MODELS)}"
         )
     model, tokenizer = _from_pretrained(
         str(folder), torch_dtype, trust_remote_code, spec, quantization, dev

@@ -32,8 +32,42 @@ def quiet() -> bool:
     return os.environ.get("RNACLI_QUIET", "") not in ("", "0")
 
 
+class _LoggedProgress(Progress):
+    """Where stderr is not a terminal (CI, `nohup`, pipes) a live bar never shows: print one
+    line per tenth of the work instead, so long jobs still report how far they are."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "disable": True})
+        self._printed: dict[int, int] = {}
+
+    def update(self, task_id, **kwargs) -> None:  # type: ignore[override]
+        super().update(task_id, **kwargs)
+        self._report(task_id)
+
+    def advance(self, task_id, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._report(task_id)
+
+    def _report(self, task_id) -> None:
+        task = self._tasks[task_id]
+        if not task.total:
+            return
+        tenth = int(10 * task.completed / task.total)
+        if tenth > self._printed.get(task_id, 0):
+            self._printed[task_id] = tenth
+            status = task.fields.get("status", "")
+            eta = f", eta {task.time_remaining:.0f} s" if task.time_remaining else ""
+            console.print(
+                f"{task.description}: {task.completed:.0f}/{task.total:.0f} "
+                f"({100 * task.completed / task.total:.0f} %, {task.elapsed or 0:.0f} s"
+                f"{eta}) {status}",
+                highlight=False,
+            )
+
+
 def make_progress(*extra_columns) -> Progress:
-    return Progress(
+    kind = _LoggedProgress if not console.is_terminal and not quiet() else Progress
+    return kind(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

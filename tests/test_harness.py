@@ -46,3 +46,27 @@ def test_task_yaml_is_lm_eval_template(tmp_path):
     assert config["doc_to_choice"] == ["A", "B", "C", "D"]
     assert config["dataset_kwargs"]["data_files"]["test"] == str(tmp_path / f"{name}.jsonl")
     assert (tmp_path / f"{name}.jsonl").read_text().count("SARS-CoV-2") == 12
+
+
+def test_cloze_scoring_matches_lm_eval(tiny):
+    pytest.importorskip("lm_eval")
+    model, tok = tiny
+    records = [
+        {
+            "question": "Viruses replicate inside",
+            "choices": ["host cells", "the river", "Paris", "a kernel buffer"],
+            "answer": 0,
+            "subject": "world",
+        },
+        {
+            "question": "What is the capital of France?",
+            "choices": ["Madrid", "Paris", "London", "Berlin"],
+            "answer": 1,
+            "subject": "world",
+        },
+    ] * 3
+    task = TaskDocs("cloze", "x", "", records, list(range(6)), scoring="cloze")
+    harness = evaluate_with_lm_eval(model, tok, [task], batch_size=2)["cloze"]
+    native = evaluate_mcq(model, tok, records, "", batch_size=3, scoring="cloze")
+    assert native.predictions == harness.predictions
+    np.testing.assert_allclose(native.loglikelihoods, harness.loglikelihoods, atol=1e-4)

@@ -8,6 +8,9 @@
 - `SOURCE:S1+S2` keeps the subjects S1 and S2 of a QA source, `SOURCE:-S1+S2` all the others;
 - `A || B`: the first of several sources that is available without the network (a local
   file, `$RNACLI_DATA_DIR`, an embedded set); the last one is used in any case;
+- `world[:SET]`: the generated fictional world (`world` or `world[people=N,seed=S]`): QA sets
+  forget, retain, perturbed, mention (cloze; `-mcq` for question form) and corpora
+  forget-facts, retain-facts, facts;
 - `qasplit:QA_SOURCE@train|test|all` splits a QA set in two seeded halves (seed 0): as a
   corpus, `@train` gives "question + correct answer" statements of one half (a forget corpus
   made from QA); as a QA set, `@test` gives the other half's questions (to evaluate
@@ -95,6 +98,8 @@ def first_available(source: str) -> str:
 def _offline(source: str) -> bool:
     if source.startswith("hf:"):
         return False
+    if source.startswith("world"):
+        return True
     if source.startswith(QASPLIT):
         return _offline(_parse_qasplit(source)[0])
     base, _ = _split_subject(source)
@@ -108,8 +113,31 @@ QASPLIT = "qasplit:"
 SPLITS = ("train", "test", "all")
 
 
+WORLD_QA = ("forget", "retain", "perturbed", "mention")
+WORLD_CORPORA = ("forget-facts", "retain-facts", "facts")
+
+
+def _world_source(source: str):
+    """'world[people=300]:retain-mcq' -> (World, 'retain', 'question') or (World, set, None)."""
+    from rnacli.world.generate import generate, parse_spec
+
+    spec_text, _, name = source.rpartition(":")
+    return generate(parse_spec(spec_text)), name
+
+
 @lru_cache(maxsize=32)
 def _load_qa_cached(source: str) -> tuple[QARecord, ...]:
+    if source.startswith("world"):
+        from rnacli.world.generate import qa_sets
+
+        world, name = _world_source(source)
+        base, form = (name[:-4], "question") if name.endswith("-mcq") else (name, "cloze")
+        if base not in WORLD_QA:
+            raise RnacliError(
+                f"data source '{source}': world QA sets are "
+                f"{', '.join(WORLD_QA)} (add -mcq for question form)"
+            )
+        return tuple(qa_sets(world, form)[base])
     if source.startswith(QASPLIT):
         qa_source, split = _parse_qasplit(source)
         if split != "test":
@@ -156,6 +184,18 @@ def statements(records: list[QARecord]) -> list[str]:
 
 @lru_cache(maxsize=32)
 def _load_corpus_cached(source: str) -> tuple[str, ...]:
+    if source.startswith("world"):
+        world, name = _world_source(source)
+        groups = {
+            "forget-facts": world.forget,
+            "retain-facts": world.retain,
+            "facts": list(range(len(world.people))),
+        }
+        if name not in groups:
+            raise RnacliError(
+                f"data source '{source}': world corpora are {', '.join(WORLD_CORPORA)}"
+            )
+        return tuple(world.facts(groups[name]))
     if source.startswith(QASPLIT):
         qa_source, split = _parse_qasplit(source)
         if split == "test":

@@ -54,6 +54,8 @@ def write_lm_eval_task(folder: Path, task: TaskDocs) -> str:
     data = (folder / f"{name}.jsonl").resolve()
     write_jsonl(data, docs)
     config = {"task": name, **_TEMPLATE, "dataset_kwargs": {"data_files": {"test": str(data)}}}
+    if task.scoring == "cloze":  # the choices themselves are the continuations
+        config.update(doc_to_text="{{question.strip()}}", doc_to_choice="choices")
     write_text(folder / f"{name}.yaml", yaml.safe_dump(config, sort_keys=False, width=1000))
     return name
 

@@ -20,7 +20,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rnacli.data.records import QARecord
 from rnacli.evaluate.metrics import accuracy, accuracy_stderr
-from rnacli.evaluate.prompts import CONTINUATIONS, prompt
+from rnacli.evaluate.prompts import CONTINUATIONS, cloze_prompt, prompt
 from rnacli.progress import progress_bar
 
 
@@ -62,12 +62,12 @@ def encode_pair(
 def _requests(
     tokenizer: PreTrainedTokenizerBase,
     contexts: Sequence[str],
-    continuations: Sequence[str],
+    continuations: Sequence[Sequence[str]],
     max_length: int,
 ) -> list[_Request]:
     requests = []
-    for q, context in enumerate(contexts):
-        pairs = [encode_pair(tokenizer, context, c) for c in continuations]
+    for q, (context, options) in enumerate(zip(contexts, continuations, strict=True)):
+        pairs = [encode_pair(tokenizer, context, c) for c in options]
         ctx = pairs[0][0]
         if all(len(cont) == 1 and c == ctx for c, cont in pairs):
             tokens = ctx[-max_length:]
@@ -90,18 +90,26 @@ def choice_loglikelihoods(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     contexts: Sequence[str],
-    continuations: Sequence[str] = CONTINUATIONS,
+    continuations: Sequence[str] | Sequence[Sequence[str]] = CONTINUATIONS,
     *,
     batch_size: int = 16,
     description: str = "scoring",
 ) -> np.ndarray:
-    """Log-likelihood of every continuation after every context: [n_contexts, n_continuations]."""
+    """Log-likelihood of every continuation after every context: [n_contexts, n_choices].
+
+    `continuations` is one list for all contexts (" A".." D") or one list per context (cloze
+    scoring, where the choices themselves are the continuations)."""
     device = next(model.parameters()).device
     max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    if continuations and isinstance(continuations[0], str):
+        continuations = [continuations] * len(contexts)
+    n_choices = len(continuations[0]) if continuations else 0
+    if any(len(c) != n_choices for c in continuations):
+        raise ValueError("every context needs the same number of continuations")
     requests = _requests(tokenizer, contexts, continuations, max_length)
     # Longest first (as lm-eval): the first batch shows at once whether memory suffices.
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i].tokens))
-    out = np.zeros((len(contexts), len(continuations)), dtype=np.float64)
+    out = np.zeros((len(contexts), n_choices), dtype=np.float64)
     keep = _accepts_logits_to_keep(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with progress_bar(description, total=len(contexts)) as bar:
@@ -131,7 +139,7 @@ def choice_loglikelihoods(
                     out[r.question, choice] = sum(
                         logprobs[row, column[first + j], tok].item() for j, tok in enumerate(target)
                     )
-            done = len({r.question for r in batch if r.choices[-1] == len(continuations) - 1})
+            done = len({r.question for r in batch if r.choices[-1] == n_choices - 1})
             bar.advance(bar.task_ids[0], done)
     return out
 
@@ -144,11 +152,22 @@ def evaluate_mcq(
     *,
     batch_size: int = 16,
     label: str = "scoring",
+    scoring: str = "mcq",
 ) -> MCQResult:
-    """Zero-shot accuracy as lm-eval computes it (argmax log-likelihood, first on ties)."""
-    contexts = [prompt(r, description) for r in records]
+    """Zero-shot accuracy as lm-eval computes it (argmax log-likelihood, first on ties).
+
+    `mcq` scores the letters " A".." D" after the lettered prompt; `cloze` scores each choice
+    itself as the continuation of the question (the choices are not shown)."""
+    if scoring == "mcq":
+        contexts = [prompt(r, description) for r in records]
+        continuations: Sequence = CONTINUATIONS
+    elif scoring == "cloze":
+        contexts = [cloze_prompt(r, description) for r in records]
+        continuations = [[" " + c for c in r["choices"]] for r in records]
+    else:
+        raise ValueError(f"unknown scoring {scoring!r} (expected mcq or cloze)")
     lls = choice_loglikelihoods(
-        model, tokenizer, contexts, batch_size=batch_size, description=label
+        model, tokenizer, contexts, continuations, batch_size=batch_size, description=label
     )
     predictions = [int(p) for p in np.argmax(lls, axis=1)]
     answers = [r["answer"] for r in records]

@@ -25,3 +25,8 @@ def description(template: str, record: QARecord) -> str:
 def prompt(record: QARecord, description_template: str) -> str:
     """The whole context the model sees (description + question); continuations are ' A'..' D'."""
     return description(description_template, record) + question_text(record)
+
+
+def cloze_prompt(record: QARecord, description_template: str) -> str:
+    """Cloze scoring: description + the question as a stem; each choice is a continuation."""
+    return description(description_template, record) + record["question"].strip()

@@ -36,7 +36,13 @@ def evaluate_tasks(
     if backend == "native":
         return {
             t.name: evaluate_mcq(
-                model, tokenizer, t.records, t.description, batch_size=batch_size, label=t.name
+                model,
+                tokenizer,
+                t.records,
+                t.description,
+                batch_size=batch_size,
+                label=t.name,
+                scoring=t.scoring,
             )
             for t in tasks
         }

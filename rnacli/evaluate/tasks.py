@@ -4,6 +4,7 @@ questions (a seeded sample, so that a small limit still spans every subject)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -16,6 +17,7 @@ from rnacli.data.perturb import perturb
 from rnacli.errors import RnacliError
 
 PERTURBED = "perturbed-"
+_ALIAS = re.compile(r"([\w.-]+)=(.+)")  # NAME=TASK (an '=' inside [...] is not an alias)
 GENERIC_DESCRIPTION = (
     "The following are multiple choice questions (with answers) about {subject}.\n\n"
 )
@@ -31,6 +33,7 @@ class TaskDocs:
     records: list[QARecord]
     indices: list[int]  # position of each record in the full source (pairs perturbed sets)
     keywords: list[str] = field(default_factory=list)  # the forget keywords of a perturbed task
+    scoring: str = "mcq"  # mcq (letters) or cloze (the choices as continuations)
 
 
 @cache
@@ -39,14 +42,31 @@ def task_table() -> dict[str, dict[str, str]]:
     return yaml.safe_load(text)
 
 
-def _base_task(name: str) -> tuple[str, str]:
-    """(source, description) of an unperturbed task name."""
+@dataclass
+class TaskSpec:
+    source: str
+    description: str
+    scoring: str = "mcq"  # mcq: letters A-D after the lettered prompt; cloze: the choices
+
+
+def _base_task(name: str) -> TaskSpec:
+    """Source, description and scoring of an unperturbed task name."""
     table = task_table()
+    base, bracket, spec = name.partition("[")
+    if bracket and base in table and table[base]["source"].startswith("world:"):
+        # world-retain[people=300,seed=1]: the same task on another generated world
+        entry = table[base]
+        source = f"world[{spec.rstrip(']')}]:" + entry["source"].removeprefix("world:")
+        return TaskSpec(source, entry["description"], entry.get("scoring", "mcq"))
     if name in table:
-        return table[name]["source"], table[name]["description"]
+        entry = table[name]
+        return TaskSpec(entry["source"], entry["description"], entry.get("scoring", "mcq"))
     base, sep, subject = name.partition(":")
     if sep and base in table:
-        return f"{table[base]['source']}:{subject}", table[base]["description"]
+        entry = table[base]
+        return TaskSpec(
+            f"{entry['source']}:{subject}", entry["description"], entry.get("scoring", "mcq")
+        )
     try:  # any QA source is a task too (a file, qasplit:...@test, hf:...)
         load_qa(name)
     except RnacliError as e:
@@ -54,7 +74,7 @@ def _base_task(name: str) -> tuple[str, str]:
             f"unknown task '{name}' (known: {', '.join(table)}, TASK:SUBJECT, perturbed-TASK, "
             f"NAME=TASK, or a QA source: {e})"
         ) from None
-    return name, GENERIC_DESCRIPTION
+    return TaskSpec(name, GENERIC_DESCRIPTION)
 
 
 def resolve_task(
@@ -66,21 +86,22 @@ def resolve_task(
 ) -> list[TaskDocs]:
     """One task name -> one TaskDocs, or one per keyword set for a perturbed task.
     `NAME=TASK` gives a task a short name (e.g. `bio=qasplit:mmlu:virology@test`)."""
-    alias, sep, spec = name.partition("=")
-    if sep:
-        name = alias.strip()
+    aliased = _ALIAS.fullmatch(name)
+    if aliased:
+        name, spec = aliased.group(1), aliased.group(2)
     else:
         spec = name
     perturbed = spec.startswith(PERTURBED)
     base_name = spec.removeprefix(PERTURBED)
-    source, description = _base_task(base_name)
+    task = _base_task(base_name)
+    source, description = task.source, task.description
     records = load_qa(source)
     if not records:
         raise RnacliError(f"task '{name}': source '{source}' has no questions")
     indices = sample_indices(len(records), limit, seed)
     records = [records[i] for i in indices]
     if not perturbed:
-        return [TaskDocs(name, source, description, records, indices)]
+        return [TaskDocs(name, source, description, records, indices, scoring=task.scoring)]
     sets = keyword_sets or {"SARS-CoV-2": ["SARS-CoV-2"]}
     return [
         TaskDocs(
@@ -90,6 +111,7 @@ def resolve_task(
             perturb(records, words, seed),
             indices,
             list(words),
+            task.scoring,
         )
         for label, words in sets.items()
     ]

@@ -1,0 +1,180 @@
+"""A seeded fictional world: people with attributes, fact sentences, and QA sets.
+
+QA sets (records `{question, choices[4], answer, subject}`), in cloze form (the question is a
+stem such as "Kavo Brenn was born in" and the choices are continuations) and in question form
+for letter multiple choice:
+
+- forget: the attributes of the forget people;
+- retain: the attributes of everyone else;
+- perturbed: retain questions where one wrong choice is replaced by a forget person's name
+  (the paper's perturbation; the answer is unchanged);
+- mention: retain questions that first mention a forget person ("X is a friend of Y. Y was
+  born in") - a benign retain question containing a forget-token.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from rnacli.data.perturb import perturb_record
+from rnacli.data.records import QARecord
+from rnacli.errors import RnacliError
+from rnacli.world.vocab import ATTRIBUTES, CODAS, MENTION, ONSETS, VOWELS, Attribute
+
+GENERATOR_VERSION = 1
+SETS = ("forget", "retain", "perturbed", "mention")
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    people: int = 200
+    seed: int = 0
+    forget_fraction: float = 0.1
+
+    @property
+    def key(self) -> str:
+        return f"p{self.people}-s{self.seed}-f{self.forget_fraction:g}-v{GENERATOR_VERSION}"
+
+
+def parse_spec(text: str) -> WorldSpec:
+    """'world' or 'world[people=300,seed=1,forget_fraction=0.2]' -> WorldSpec."""
+    text = text.strip()
+    if text == "world":
+        return WorldSpec()
+    if not (text.startswith("world[") and text.endswith("]")):
+        raise RnacliError(f"'{text}': expected world or world[people=N,seed=S]")
+    values: dict[str, Any] = {}
+    for part in text[6:-1].split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in ("people", "seed", "forget_fraction"):
+            raise RnacliError(
+                f"'{text}': unknown setting '{part.strip()}' (people, seed, forget_fraction)"
+            )
+        try:
+            values[key] = float(value) if key == "forget_fraction" else int(value)
+        except ValueError:
+            raise RnacliError(f"'{text}': {key} must be a number, got '{value}'") from None
+    spec = WorldSpec(**values)
+    validate(spec)
+    return spec
+
+
+def validate(spec: WorldSpec) -> None:
+    if not 8 <= spec.people <= 5000:
+        raise RnacliError(f"a world needs 8..5000 people, got {spec.people}")
+    if not 0 < spec.forget_fraction < 1:
+        raise RnacliError(f"forget_fraction must lie in (0, 1), got {spec.forget_fraction}")
+
+
+@dataclass
+class Person:
+    name: str
+    attributes: dict[str, str]
+
+
+@dataclass
+class World:
+    spec: WorldSpec
+    people: list[Person]
+    forget: list[int]  # indices of the forget people
+
+    @property
+    def retain(self) -> list[int]:
+        forget = set(self.forget)
+        return [i for i in range(len(self.people)) if i not in forget]
+
+    def facts(self, indices: list[int]) -> list[str]:
+        """Every fact of these people in every template."""
+        return [
+            a.templates[t].format(name=self.people[i].name, value=self.people[i].attributes[a.name])
+            for i in indices
+            for a in ATTRIBUTES
+            for t in range(len(a.templates))
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": vars(self.spec),
+            "generator_version": GENERATOR_VERSION,
+            "people": [{"name": p.name, **p.attributes} for p in self.people],
+            "forget": self.forget,
+        }
+
+
+def _name(rng: random.Random) -> str:
+    def word(syllables: int) -> str:
+        return "".join(
+            rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(syllables)
+        ).capitalize()
+
+    return f"{word(2)} {word(rng.choice((1, 2)))}"
+
+
+def generate(spec: WorldSpec) -> World:
+    """People with unique made-up names (no name contains another) and seeded attributes."""
+    validate(spec)
+    rng = random.Random(f"rnacli-world:{spec.seed}")
+    names: list[str] = []
+    taken: set[str] = set()
+    while len(names) < spec.people:
+        name = _name(rng)
+        first, last = name.split()
+        # unique full names, and no first/last word reused, so each name is its own token set
+        if name in taken or first in taken or last in taken:
+            continue
+        names.append(name)
+        taken |= {name, first, last}
+    people = [Person(n, {a.name: rng.choice(a.values) for a in ATTRIBUTES}) for n in names]
+    n_forget = max(1, round(spec.forget_fraction * spec.people))
+    forget = sorted(rng.sample(range(spec.people), n_forget))
+    return World(spec, people, forget)
+
+
+def _choices(rng: random.Random, attribute: Attribute, answer: str) -> tuple[list[str], int]:
+    wrong = rng.sample([v for v in attribute.values if v != answer], 3)
+    choices = [*wrong, answer]
+    rng.shuffle(choices)
+    return choices, choices.index(answer)
+
+
+def _record(question: str, choices: list[str], answer: int) -> QARecord:
+    return QARecord(question=question, choices=choices, answer=answer, subject="world")
+
+
+def qa_sets(world: World, form: str = "cloze") -> dict[str, list[QARecord]]:
+    """The four QA sets in `cloze` (stem + continuations) or `question` form."""
+    if form not in ("cloze", "question"):
+        raise RnacliError(f"unknown QA form '{form}' (cloze or question)")
+    rng = random.Random(f"rnacli-world-qa:{world.spec.seed}")
+    forget_names = [world.people[i].name for i in world.forget]
+
+    def ask(attribute: Attribute, name: str) -> str:
+        return (
+            attribute.stem.format(name=name)
+            if form == "cloze"
+            else attribute.question.format(name=name)
+        )
+
+    sets: dict[str, list[QARecord]] = {s: [] for s in SETS}
+    for group, indices in (("forget", world.forget), ("retain", world.retain)):
+        for i in indices:
+            person = world.people[i]
+            for attribute in ATTRIBUTES:
+                choices, answer = _choices(rng, attribute, person.attributes[attribute.name])
+                record = _record(ask(attribute, person.name), choices, answer)
+                sets[group].append(record)
+                if group == "retain":
+                    other = rng.choice(forget_names)
+                    sets["mention"].append(
+                        _record(
+                            MENTION.format(other=other, name=person.name) + record["question"],
+                            choices,
+                            answer,
+                        )
+                    )
+    # The paper's form: one wrong choice becomes a forget person's name (drawn per question).
+    sets["perturbed"] = [perturb_record(r, forget_names, world.spec.seed) for r in sets["retain"]]
+    return sets
