@@ -10,7 +10,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TORCH_SPEC ?= torch==2.13.0
 RUNS ?= runs
 
-.PHONY: quickstart test install install-dev lint bench clean
+.PHONY: quickstart quickstart-tiny test install install-dev lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,22 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# Unlearn the embedded model with NPO+KL, with and without RNA, then evaluate base, unlearned
-# and RNA side by side (--resume makes a second call reuse finished runs).
+# The main job: teach the embedded SmolLM2-135M a fictional world (cached after the first
+# time), unlearn a tenth of it with RMU and NPO+KL, each with and without RNA, and report
+# forgetting, retention and robustness side by side (--resume reuses finished runs).
+WORLD_RUNS := $(RUNS)/world
 quickstart: $(VENV)/.installed
+	$(VENV)/bin/rnacli fetch smollm2-135m
+	$(VENV)/bin/rnacli world build
+	for r in rmu rmu_rna npo_kl npo_kl_rna; do \
+		$(VENV)/bin/rnacli train recipes/world/$$r.toml --out $(WORLD_RUNS)/$$r --resume || exit 1; \
+	done
+	$(VENV)/bin/rnacli eval world $(WORLD_RUNS)/rmu $(WORLD_RUNS)/rmu_rna $(WORLD_RUNS)/npo_kl \
+		$(WORLD_RUNS)/npo_kl_rna --out $(WORLD_RUNS)
+	$(VENV)/bin/rnacli report $(WORLD_RUNS) --base world --out $(WORLD_RUNS)/report
+
+# The pipeline on the embedded model with MMLU-made forget corpora (plumbing, no science).
+quickstart-tiny: $(VENV)/.installed
 	$(VENV)/bin/rnacli fetch
 	$(VENV)/bin/rnacli train recipes/tiny/npo_kl.toml --out $(RUNS)/tiny/npo_kl --resume
 	$(VENV)/bin/rnacli train recipes/tiny/npo_kl_rna.toml --out $(RUNS)/tiny/npo_kl_rna --resume

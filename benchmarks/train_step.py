@@ -23,6 +23,7 @@ import torch
 
 from rnacli.data import load_corpus
 from rnacli.data.batches import document_batch
+from rnacli.memory import in_module, peak_tensor_bytes
 from rnacli.methods import build_method, build_retain
 from rnacli.models import load_model
 from rnacli.passes import Passes
@@ -66,24 +67,24 @@ def one_step(model, parts, batch, rna: bool, step: int) -> float:
     optimizer.zero_grad(set_to_none=True)
     batch.forget.cache.clear()
     batch.retain.cache.clear()
-    loss, _ = unlearning_loss(method, retain, passes, batch, 100.0, noise)
+    loss, _ = in_module(lambda: unlearning_loss(method, retain, passes, batch, 100.0, noise))
     loss.backward()
     optimizer.step()
     return time.perf_counter() - start
 
 
 def peak_memory(model, trainable, batch, engineering) -> int:
-    """Peak bytes of all tensors during one NPO+KL step (model weights included)."""
-    from torch.distributed._tools.mem_tracker import MemTracker
+    """Peak bytes of all tensors during one NPO+KL step (model weights included; a deep-copied
+    reference is created inside the measured step, so it counts)."""
+    holder = {}
 
-    tracker = MemTracker()
-    tracker.track_external(model)
-    with tracker:
-        parts = setup(model, trainable, "npo", "kl", engineering)
-        one_step(model, parts, batch, rna=True, step=0)
-        parts[2].ref_model = None
-        del parts
-    return tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
+    def work() -> None:
+        holder["parts"] = setup(model, trainable, "npo", "kl", engineering)
+        one_step(model, holder["parts"], batch, rna=True, step=0)
+
+    peak = peak_tensor_bytes(work, model)["Total"]
+    holder["parts"][2].ref_model = None
+    return peak
 
 
 def main() -> None:

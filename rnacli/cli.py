@@ -531,6 +531,68 @@ def world_build(
 
 
 @app.command()
+def demo(
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Run folders of one base model; a plain model (smollm2-135m, world, a folder) "
+            "among them is the base column."
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="Address to bind (keep 127.0.0.1 unless you must).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    keywords_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--keywords", help="Mined keywords JSON (rnacli mine-tokens) for the keyword list."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, fp32, bf16, fp16.")] = "auto",
+) -> None:
+    """Gradio demo: base, unlearned and RNA side by side, forget-tokens inserted live."""
+    try:
+        from app import serve
+    except ImportError as e:
+        raise RnacliError(f"the demo needs gradio: pip install 'rnacli[demo]' ({e})") from None
+    serve(
+        list(runs),
+        host=host,
+        port=port,
+        keywords_file=str(keywords_file) if keywords_file else None,
+        device=device,
+        dtype=dtype,
+    )
+
+
+@app.command()
+def plan(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML.")],
+    gpus: Annotated[int, typer.Option(help="GPUs (0: plan for the CPU).")] = 1,
+    gpu_memory: Annotated[float | None, typer.Option(help="Memory per GPU in GiB.")] = None,
+    strategy: Annotated[str, typer.Option(help="ddp (replicated) or fsdp (sharded).")] = "ddp",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe key (repeatable).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the plan as JSON.")
+    ] = None,
+) -> None:
+    """Estimate the peak memory of a training step (weights, reference, gradients, optimizer
+    states, activations) from the model's config alone, before any download."""
+    from rnacli.atomic import write_json
+    from rnacli.plan import plan as make_plan
+    from rnacli.plan import render
+
+    result = make_plan(str(recipe), list(set_ or []), gpus, gpu_memory, strategy)
+    stdout.print(render(result))
+    if json_out is not None:
+        write_json(json_out, result)
+
+
+@app.command()
 def perturb(
     source: Annotated[str, typer.Argument(help="QA source (e.g. mmlu, a .jsonl file).")],
     out: Annotated[Path, typer.Option(help="Folder for the perturbed JSONL files.")],

@@ -65,8 +65,10 @@ class _LoggedProgress(Progress):
             )
 
 
-def make_progress(*extra_columns) -> Progress:
-    kind = _LoggedProgress if not console.is_terminal and not quiet() else Progress
+def make_progress(*extra_columns, show: bool = True) -> Progress:
+    if not show or quiet():
+        return Progress(console=console, disable=True)
+    kind = _LoggedProgress if not console.is_terminal else Progress
     return kind(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -83,8 +85,8 @@ def make_progress(*extra_columns) -> Progress:
 
 
 @contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Progress]:
+def progress_bar(description: str, total: int, show: bool = True) -> Iterator[Progress]:
     """A single-bar progress; call `bar.advance(bar.task_ids[0], n)` to move it."""
-    with make_progress() as bar:
+    with make_progress(show=show) as bar:
         bar.add_task(description, total=total)
         yield bar

@@ -36,7 +36,7 @@ from rnacli.checkpoint import (
     tensors_hash,
 )
 from rnacli.data import load_corpus
-from rnacli.data.batches import TrainingData, sample_indices
+from rnacli.data.batches import TrainingData, sample_indices, stable_seed
 from rnacli.errors import RnacliError
 from rnacli.methods import build_method, build_retain
 from rnacli.models import load_model
@@ -137,7 +137,8 @@ def step_noise(
     if not recipe.rna.enabled:
         return None
     gen = torch.Generator(device=device)
-    gen.manual_seed(hash((recipe.train.seed, "rna", step, micro, rank)) & 0x7FFF_FFFF_FFFF)
+    # a stable hash: Python's hash() of a str is salted per process, which would break resume
+    gen.manual_seed(stable_seed(recipe.train.seed, "rna", step, micro, rank) & 0x7FFF_FFFF_FFFF)
     return Noise(layers, recipe.rna.noise_scale, gen)
 
 
@@ -234,7 +235,11 @@ def load_for_training(recipe: Recipe, device: torch.device):
         f"{total:,}",
     )
     if recipe.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.train()  # transformers checkpoints layers only in training mode
     return model, tokenizer, trainable
 

@@ -109,3 +109,34 @@ def test_noise_below_the_shared_prefix_is_applied(tiny):
     noise = Noise([0], 0.05, torch.Generator().manual_seed(0))
     assert not torch.allclose(passes.hidden(seq, 3, reference=True, noise=noise), clean)
     assert noise.calls == 1
+
+
+def test_step_noise_is_the_same_in_every_process(tiny_model_dir, corpora):
+    """A resumed run is a new process: its noise must not depend on Python's salted hash()."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    raw = tiny_recipe(tiny_model_dir, corpora, "rmu", rna=True)
+    code = (
+        "import json, sys, torch\n"
+        "from rnacli.recipe import recipe_from_dict\n"
+        "from rnacli.train import step_noise\n"
+        "r = recipe_from_dict(json.loads(sys.argv[1]))\n"
+        "n = step_noise(r, [3], step=5, micro=0, rank=0, device=torch.device('cpu'))\n"
+        "print(n.sample_like(torch.zeros(3)).tolist())\n"
+    )
+    outputs = set()
+    for salt in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": salt, "PYTHONPATH": os.getcwd()}
+        proc = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(raw)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs.add(proc.stdout.strip())
+    assert len(outputs) == 1

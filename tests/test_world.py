@@ -81,7 +81,12 @@ def test_build_caches_and_the_model_loads(tmp_path, tiny_model_dir):
     with pytest.raises(RnacliError, match="rnacli world build --people 10 --seed 5"):
         load_model("world[people=10,seed=5]", device="cpu")
     config = LearnConfig(
-        base=str(tiny_model_dir), max_epochs=2, target=1.1, batch_size=8, autocast=False
+        base=str(tiny_model_dir),
+        max_epochs=2,
+        target=1.1,
+        batch_size=8,
+        first_layer=2,
+        autocast=False,
     )
     folder = build(spec, config)
     info = build_info(spec, config)

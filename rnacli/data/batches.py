@@ -35,7 +35,8 @@ class Seq:
         )
 
 
-def _seed(*parts: object) -> int:
+def stable_seed(*parts: object) -> int:
+    """A seed from any values, the same in every process (unlike hash())."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
@@ -52,7 +53,7 @@ def sample_indices(n: int, limit: int | None, seed: int) -> list[int]:
 @lru_cache(maxsize=16)
 def _permutation(n_docs: int, seed: int, stream: str, epoch: int) -> tuple[int, ...]:
     order = list(range(n_docs))
-    random.Random(_seed(seed, stream, epoch)).shuffle(order)
+    random.Random(stable_seed(seed, stream, epoch)).shuffle(order)
     return tuple(order)
 
 
@@ -183,7 +184,7 @@ class TrainingData:
         if self.refusals is None:
             forget_seq = document_batch(self.tokenizer, docs, self.forget_max_length[k])
             return StepBatch(step, k, forget_seq, retain_seq)
-        rng = random.Random(_seed(self.seed, "refusal", step, micro, self.rank))
+        rng = random.Random(stable_seed(self.seed, "refusal", step, micro, self.rank))
         refusals = [rng.choice(self.refusals) for _ in docs]
         win, lose = preference_batches(
             self.tokenizer, docs, refusals, self.forget_max_length[k], self.prompt_tokens

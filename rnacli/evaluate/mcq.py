@@ -94,6 +94,7 @@ def choice_loglikelihoods(
     *,
     batch_size: int = 16,
     description: str = "scoring",
+    progress: bool = True,
 ) -> np.ndarray:
     """Log-likelihood of every continuation after every context: [n_contexts, n_choices].
 
@@ -112,7 +113,7 @@ def choice_loglikelihoods(
     out = np.zeros((len(contexts), n_choices), dtype=np.float64)
     keep = _accepts_logits_to_keep(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with progress_bar(description, total=len(contexts)) as bar:
+    with progress_bar(description, total=len(contexts), show=progress) as bar:
         for start in range(0, len(order), batch_size):
             batch = [requests[i] for i in order[start : start + batch_size]]
             width = max(len(r.tokens) for r in batch)
@@ -153,6 +154,7 @@ def evaluate_mcq(
     batch_size: int = 16,
     label: str = "scoring",
     scoring: str = "mcq",
+    progress: bool = True,
 ) -> MCQResult:
     """Zero-shot accuracy as lm-eval computes it (argmax log-likelihood, first on ties).
 
@@ -167,7 +169,13 @@ def evaluate_mcq(
     else:
         raise ValueError(f"unknown scoring {scoring!r} (expected mcq or cloze)")
     lls = choice_loglikelihoods(
-        model, tokenizer, contexts, continuations, batch_size=batch_size, description=label
+        model,
+        tokenizer,
+        contexts,
+        continuations,
+        batch_size=batch_size,
+        description=label,
+        progress=progress,
     )
     predictions = [int(p) for p in np.argmax(lls, axis=1)]
     answers = [r["answer"] for r in records]

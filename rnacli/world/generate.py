@@ -86,14 +86,24 @@ class World:
         forget = set(self.forget)
         return [i for i in range(len(self.people)) if i not in forget]
 
-    def facts(self, indices: list[int]) -> list[str]:
-        """Every fact of these people in every template."""
-        return [
-            a.templates[t].format(name=self.people[i].name, value=self.people[i].attributes[a.name])
-            for i in indices
-            for a in ATTRIBUTES
-            for t in range(len(a.templates))
-        ]
+    def fact_parts(
+        self, indices: list[int], templates: list[int] | None = None
+    ) -> list[tuple[str, str]]:
+        """(statement up to the value, the value and the full stop) of every fact of these
+        people, in every template or in the given ones."""
+        parts = []
+        for i in indices:
+            person = self.people[i]
+            for a in ATTRIBUTES:
+                for t in range(len(a.templates)) if templates is None else templates:
+                    head, _, tail = a.templates[t].partition("{value}")
+                    value = person.attributes[a.name]
+                    parts.append((head.rstrip().format(name=person.name), f" {value}{tail}"))
+        return parts
+
+    def facts(self, indices: list[int], templates: list[int] | None = None) -> list[str]:
+        """Every fact of these people as a sentence, in every template or in the given ones."""
+        return [head + tail for head, tail in self.fact_parts(indices, templates)]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,19 @@
+"""Browser demo (Gradio): the base model, unlearned runs and RNA runs side by side, and how their
+answers to an MMLU/WMDP question move when a forget-token is inserted.
+
+    python -m app RUN... [--host 127.0.0.1] [--port 7860] [--keywords FILE]
+    rnacli demo RUN...
+
+The base model is loaded once; each run keeps only its delta tensors (`rnacli.probe`).
+"""
+
+import os
+
+# The demo shares a CPU with whatever else runs; OpenMP threads that spin while waiting make
+# each forward pass many times slower when cores are oversubscribed (measured: ~20x at load 8
+# on 2 cores). libgomp reads this when torch is first imported, so it is set before that.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from app.server import launch, prepare, serve
+
+__all__ = ["launch", "prepare", "serve"]

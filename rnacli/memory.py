@@ -1,0 +1,48 @@
+"""Peak tensor memory of a piece of work on any device, with torch's MemTracker (it counts
+every tensor: weights, copies, activations, gradients, optimizer states). Used by the
+`rnacli plan` tests and the training-step benchmark."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class _NoHook:
+    def remove(self) -> None:
+        pass
+
+
+class _Step(nn.Module):
+    def forward(self, fn: Callable[[], Any]) -> Any:
+        return fn()
+
+
+def in_module(fn: Callable[[], Any]) -> Any:
+    """Run a forward computation inside a throwaway module. MemTracker refuses a root module
+    that runs several times in one step (the passes call the decoder several times); inside
+    one module they are submodules. Wrap the forward only: backward runs outside."""
+    return _Step()(fn)
+
+
+def peak_tensor_bytes(
+    work: Callable[[], Any], model: nn.Module, *tracked: Any, device: torch.device | str = "cpu"
+) -> dict[str, int]:
+    """Peak bytes by kind ('Parameter', 'Activation', ..., 'Total') while `work()` runs.
+    `tracked`: objects that exist before (optimizers, tensors) and should count."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    tracker = MemTracker()
+    tracker.track_external(model, *tracked)
+    for param in model.parameters():
+        # MemTracker hooks the gradient of every parameter and torch refuses hooks on frozen
+        # ones: mark those as already hooked
+        if not param.requires_grad:
+            tracker._param_to_grad_hook_handles[param] = (_NoHook(), _NoHook())
+    with tracker:
+        work()
+    peak = tracker.get_tracker_snapshot("peak")[torch.device(device)]
+    return {str(getattr(k, "value", k)): v for k, v in peak.items()}

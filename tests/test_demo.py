@@ -1,0 +1,474 @@
+"""The demo: its logic (`rnacli.probe`) directly, and the page's endpoints through
+`gradio_client` against an app serving tiny models."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rnacli.checkpoint import save_checkpoint, tensors_hash
+from rnacli.data.perturb import perturb_record
+from rnacli.data.records import LETTERS, QARecord, qa_record
+from rnacli.errors import RnacliError
+from rnacli.evaluate.mcq import choice_loglikelihoods
+from rnacli.evaluate.prompts import CONTINUATIONS, prompt
+from rnacli.models import load_model
+from rnacli.probe import (
+    MAX_KEYWORD_CHARS,
+    MAX_QUESTION_CHARS,
+    Insertion,
+    ModelBank,
+    available_question_sets,
+    batch_probe,
+    insert_keyword,
+    make_record,
+    probe_question,
+    question_set,
+)
+from tests.conftest import qa_rows, tiny_recipe
+from tests.tiny import save_tiny
+
+DESCRIPTION = "The following are multiple choice questions (with answers) about {subject}.\n\n"
+
+
+# --------------------------------------------------------------------------- tiny runs
+
+
+def _write_corpora(folder: Path) -> dict[str, Path]:
+    """Small forget/retain corpora (the `corpora` fixture's layout, for module-scoped use)."""
+    rng = random.Random(0)
+    bio = ["virus", "host", "cell", "protein", "gene", "membrane", "replication", "enzyme"]
+    cyber = ["network", "exploit", "packet", "kernel", "buffer", "server", "attack", "code"]
+    plain = ["the", "river", "town", "market", "bridge", "garden", "winter", "music", "paper"]
+    paths = {}
+    for name, words in (("bio", bio), ("cyber", cyber), ("retain", plain)):
+        docs = [" ".join(rng.choice(words) for _ in range(20)) + "." for _ in range(24)]
+        paths[name] = folder / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    paths["idk"] = folder / "idk.txt"
+    paths["idk"].write_text("I don't know.\nNo idea, sorry.\n")
+    return paths
+
+
+def make_runs(model_dir: Path, folder: Path) -> dict[str, Path]:
+    """Two runs of the tiny model: a real NPO+KL training run (3 steps), and a run whose
+    delta permutes the LM-head rows of " A".." D" cyclically, so that it always answers
+    unlike the base model (a divergence the tests can count on)."""
+    from rnacli.recipe import recipe_from_dict
+    from rnacli.train import train
+
+    folder.mkdir(parents=True, exist_ok=True)
+    corpora = _write_corpora(folder)
+    recipe = recipe_from_dict(tiny_recipe(model_dir, corpora, "npo", "kl"), "npo_kl.toml")
+    npo = train(recipe, folder / "npo_kl").run_dir
+
+    model, tokenizer = load_model(str(model_dir), device="cpu")
+    ids = [tokenizer(c)["input_ids"] for c in CONTINUATIONS]
+    assert all(len(i) == 1 for i in ids), "the tiny tokenizer must have single-token letters"
+    letters = [i[0] for i in ids]
+    weight = model.lm_head.weight.detach().clone()
+    shifted = weight.clone()
+    for k, token in enumerate(letters):  # the logit of letter k+1 becomes that of letter k
+        shifted[letters[(k + 1) % len(letters)]] = weight[token]
+    cyclic = folder / "cyclic"
+    save_checkpoint(
+        cyclic,
+        base_model=str(model_dir),
+        base_hash=tensors_hash({"lm_head.weight": weight}),
+        tensors={"lm_head.weight": shifted},
+        step=1,
+        optimizer_state=None,
+        extra={"method": "cyclic letters", "rna": True},
+    )
+    return {"npo_kl": npo, "cyclic": cyclic}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    return make_runs(tiny_model_dir, tmp_path_factory.mktemp("demo-runs"))
+
+
+@pytest.fixture(scope="module")
+def bank(tiny_model_dir, runs) -> ModelBank:
+    return ModelBank.load(
+        [str(runs["npo_kl"]), str(tiny_model_dir), str(runs["cyclic"])], device="cpu"
+    )
+
+
+def records(n: int = 12) -> list[QARecord]:
+    return [qa_record(r, f"row {i}") for i, r in enumerate(qa_rows(n))]
+
+
+# --------------------------------------------------------------------------- model bank
+
+
+def test_bank_loads_base_once_and_keeps_only_deltas(bank, tiny_model_dir):
+    assert bank.labels == [Path(tiny_model_dir).name, "npo_kl", "cyclic"]  # base first
+    assert bank.base.is_base and bank.variants[1].method == "NPO+KL"
+    assert bank.variants[2].rna and bank.variants[2].tensors == ("lm_head.weight",)
+    mem = bank.memory
+    assert mem.n_variants == 3
+    assert 0 < sum(mem.delta_bytes.values()) < mem.base_bytes
+    # three variants cost one model plus the deltas and one base copy of the swapped tensors
+    assert mem.total_bytes < 2 * mem.base_bytes < mem.separate_bytes
+    assert "3 variants" in mem.summary() and "x one model" in mem.summary()
+
+
+def test_swapped_scores_equal_a_full_load_and_base_is_restored(bank, runs):
+    base_values = {n: p.detach().clone() for n, p in bank.model.named_parameters()}
+    contexts = [prompt(r, DESCRIPTION) for r in records(4)]
+    for name in ("npo_kl", "cyclic"):
+        model, tokenizer = load_model(str(runs[name]), device="cpu")
+        expected = choice_loglikelihoods(model, tokenizer, contexts)
+        np.testing.assert_allclose(bank.loglikelihoods(name, contexts), expected, atol=1e-4)
+    for n, p in bank.model.named_parameters():
+        assert torch.equal(p, base_values[n]), n
+    probs = bank.probabilities("cyclic", contexts)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+
+
+def test_prompts_scored_one_by_one_reuse_the_shared_prefix(bank, runs):
+    """The interactive path (one prompt per call, KV cache of the previous prompt) scores as
+    lm-eval's batched path does, on the swapped-in runs too."""
+    record = records(9)[8]
+    before = prompt(record, DESCRIPTION)
+    after = prompt(insert_keyword(record, "Marburg virus", "choice", choice="C")[0], DESCRIPTION)
+    reused = bank.reused_tokens
+    for label in bank.labels:
+        bank.loglikelihoods(label, [before])
+        bank.loglikelihoods(label, [before, after])  # only `after` is new: scored on the cache
+    assert bank.reused_tokens - reused >= len(bank.labels) * 20
+    specs = [bank.base.spec, runs["npo_kl"], runs["cyclic"]]
+    for label, spec in zip(bank.labels, specs, strict=True):
+        model, tokenizer = load_model(str(spec), device="cpu")
+        expected = choice_loglikelihoods(model, tokenizer, [before, after])
+        np.testing.assert_allclose(bank.loglikelihoods(label, [before, after]), expected, atol=1e-4)
+
+
+def test_cyclic_run_differs_from_base_on_every_question(bank):
+    for record in records(6):
+        probe = probe_question(bank, record, "SARS-CoV-2", description=DESCRIPTION)
+        base, _, cyclic = probe.answers
+        assert not base.differs_before and not base.differs_after
+        assert cyclic.differs_before and cyclic.differs_after
+        assert cyclic.before.predicted == (base.before.predicted + 1) % 4
+
+
+def test_bank_errors_are_one_line(tiny_model_dir, runs, tmp_path):
+    with pytest.raises(RnacliError, match="more than one base model"):
+        ModelBank.load([str(tiny_model_dir), "smollm2-135m"], device="cpu")
+    other = save_tiny(tmp_path / "other-base", seed=1)  # same architecture, other values
+    with pytest.raises(RnacliError, match=r"npo_kl: trained from .*tensor hash mismatch"):
+        ModelBank.load([str(other), str(runs["npo_kl"])], device="cpu")
+    moved = tmp_path / "moved"
+    (moved / "checkpoint").mkdir(parents=True)
+    meta = json.loads((runs["cyclic"] / "checkpoint" / "meta.json").read_text())
+    meta["base_model"] = "some/other-model"
+    (moved / "checkpoint" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(RnacliError, match="different base models"):
+        ModelBank.load([str(runs["npo_kl"]), str(moved)], device="cpu")
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "checkpoint").mkdir(parents=True)
+    with pytest.raises(RnacliError, match="without a finished checkpoint"):
+        ModelBank.load([str(unfinished)], device="cpu")
+
+
+# --------------------------------------------------------------------------- insertion
+
+
+def test_insertion_modes():
+    record = records(1)[0]
+    edited, note = insert_keyword(record, "SARS-CoV-2", Insertion.RANDOM_WRONG, seed=3)
+    assert edited == perturb_record(record, ["SARS-CoV-2"], 3)  # the paper's perturbation
+    assert edited["answer"] == record["answer"] and "SARS-CoV-2" in edited["choices"]
+    assert "a wrong one" in note
+    edited, note = insert_keyword(record, "anthrax", "choice", choice="C")
+    assert edited["choices"][2] == "anthrax" and note.startswith("replaced choice C")
+    right = LETTERS[record["answer"]]
+    assert "the correct one" in insert_keyword(record, "x", "choice", choice=right)[1]
+    edited, note = insert_keyword(record, "SARS-CoV-2", "question", seed=1)
+    assert edited["choices"] == record["choices"]
+    assert edited["question"].replace("SARS-CoV-2", "").split() == record["question"].split()
+    assert insert_keyword(record, "SARS-CoV-2", "question", seed=1) == (edited, note)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "message"),
+    [
+        ("", "empty"),
+        ("x" * (MAX_KEYWORD_CHARS + 1), f"at most {MAX_KEYWORD_CHARS}"),
+        ("two\nlines", "one line"),
+    ],
+)
+def test_keyword_limits(keyword, message):
+    with pytest.raises(RnacliError, match=message):
+        insert_keyword(records(1)[0], keyword)
+
+
+def test_typed_question_limits():
+    record = make_record("Which is a virus?", ["SARS-CoV-2", "oak", "salt", "iron"], "A", "bio")
+    assert record["answer"] == 0 and record["subject"] == "bio"
+    with pytest.raises(RnacliError, match="question is empty"):
+        make_record("  ", ["a", "b", "c", "d"], "A")
+    with pytest.raises(RnacliError, match=f"at most {MAX_QUESTION_CHARS}"):
+        make_record("q" * (MAX_QUESTION_CHARS + 1), ["a", "b", "c", "d"], "A")
+    with pytest.raises(RnacliError, match="choice C is empty"):
+        make_record("q?", ["a", "b", "", "d"], "A")
+    with pytest.raises(RnacliError, match="not one of A, B, C, D"):
+        make_record("q?", ["a", "b", "c", "d"], "E")
+    with pytest.raises(RnacliError, match="unknown insertion"):
+        insert_keyword(record, "k", "everywhere")
+
+
+# --------------------------------------------------------------------------- probing
+
+
+def test_probe_before_only_then_with_keyword_uses_the_cache(bank, monkeypatch):
+    record = records(3)[2]
+    first = probe_question(bank, record, None, description=DESCRIPTION)
+    assert first.prompt_after is None and all(a.after is None for a in first.answers)
+    assert not any(a.flipped for a in first.answers)
+    scored: list[tuple[str, int]] = []
+    real = bank._score
+
+    def counting(label, contexts):
+        scored.append((label, len(contexts)))
+        return real(label, contexts)
+
+    monkeypatch.setattr(bank, "_score", counting)
+    probe = probe_question(bank, record, "Ebola", "choice", choice="A", description=DESCRIPTION)
+    assert scored == [(label, 1) for label in bank.labels]  # only the edited prompt
+    assert "A. Ebola" in probe.prompt_after and probe.prompt_after.endswith("Answer:")
+    for a in probe.answers:
+        assert a.flipped == (a.before.predicted != a.after.predicted)
+        assert a.correct_after == (a.after.predicted == record["answer"])
+    data = probe.to_dict()
+    assert data["answer"] == LETTERS[record["answer"]] and len(data["models"]) == 3
+
+
+def test_batch_probe(bank):
+    calls = []
+    result = batch_probe(
+        bank,
+        records(10),
+        "SARS-CoV-2",
+        description=DESCRIPTION,
+        progress=lambda done, total: calls.append((done, total)),
+        chunk=4,
+    )
+    assert calls[-1] == (30, 30) and len(calls) == 9  # 3 models x 3 chunks
+    base, npo, cyclic = result.rows
+    assert base.differs_from_base == 0.0 and cyclic.differs_from_base == 1.0
+    for row in result.rows:
+        assert row.n == 10 and 0 <= row.flip_rate <= 1 and 0 <= row.acc_after <= 1
+    # the accuracies agree with probing the questions one by one
+    one_by_one = [
+        probe_question(bank, r, "SARS-CoV-2", description=DESCRIPTION) for r in records(10)
+    ]
+    assert npo.acc_after == np.mean([p.answers[1].correct_after for p in one_by_one])
+    assert npo.flip_rate == np.mean([p.answers[1].flipped for p in one_by_one])
+
+
+def test_question_sets(monkeypatch, fake_data_dir):
+    import shutil
+
+    from rnacli.data.sources import _load_qa_cached
+
+    # Always with a data folder: without one, MMLU is the embedded copy (fetched from PyPI).
+    monkeypatch.setenv("RNACLI_DATA_DIR", str(fake_data_dir))
+    sets, notes = available_question_sets()
+    assert {"mmlu", "wmdp-bio", "wmdp-cyber"} <= set(sets)
+    assert any("wmdp-chem: not offered" in n for n in notes)  # absent from the folder
+    assert sets["mmlu"].subjects == ["anatomy", "college_biology"]
+    assert "{subject}" not in sets["wmdp-bio"].description
+    shutil.rmtree(fake_data_dir / "wmdp")
+    _load_qa_cached.cache_clear()
+    sets, notes = available_question_sets()
+    assert list(sets) == ["mmlu"] and any("wmdp-bio: not offered" in n for n in notes)
+    qset = sets["mmlu"]
+    assert qset.sample(3, "anatomy", seed=1) == qset.sample(3, "anatomy", seed=1)
+    assert all(qset.records[i]["subject"] == "anatomy" for i in qset.indices("anatomy"))
+    with pytest.raises(RnacliError, match="no subject"):
+        qset.indices("astrology")
+    long = {**records(1)[0], "question": "q" * (MAX_QUESTION_CHARS + 1)}
+    assert len(question_set("mmlu", [long, *records(2)]).records) == 2  # over the limit: left out
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(bank):
+    pytest.importorskip("gradio")
+    gradio_client = pytest.importorskip("gradio_client")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from app import launch
+    from app.ui import DemoData
+
+    wmdp = [{**r, "subject": ""} for r in records(6)]
+    data = DemoData(
+        bank=bank,
+        sets={
+            "mmlu": question_set("mmlu", records(12)),
+            "wmdp-bio": question_set("wmdp-bio", wmdp),
+        },
+        keywords=["SARS-CoV-2", "anthrax"],
+    )
+    blocks, url = launch(data, port=free_port(), block=False)
+    assert url.startswith("http://127.0.0.1:")  # local only by default
+    try:
+        yield gradio_client.Client(url, verbose=False)
+    finally:
+        blocks.close()
+
+
+FIELDS = ("virology", "Which one is a virus?", "oak", "SARS-CoV-2", "salt", "iron", "B")
+
+
+def _probe(client, *fields, keyword="SARS-CoV-2", where="random-wrong", choice="A", seed=0):
+    return client.predict("mmlu", *fields, keyword, where, choice, seed, api_name="/probe")
+
+
+def test_endpoints_take_no_paths_or_models(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(endpoints) == {
+        "/set",
+        "/subject",
+        "/question",
+        "/random",
+        "/score",
+        "/probe",
+        "/batch",
+    }
+    for endpoint in endpoints.values():
+        for param in endpoint["parameters"]:
+            assert not {"path", "model", "run", "file"} & set(param["parameter_name"].split("_"))
+
+
+def test_client_probe_shows_every_model_before_and_after(client, bank):
+    status, before, after, summary, *columns, details = _probe(client, *FIELDS)
+    assert status == ""
+    assert "Which one is a virus?" in before and after.count("SARS-CoV-2") == 2
+    assert after == details["prompt_after"] and "about virology" in after
+    assert len(columns) == 2 * len(bank.labels)
+    assert [m["label"] for m in details["models"]] == bank.labels
+    for model, verdict in zip(details["models"], columns[1::2], strict=True):
+        assert model["before"]["letter"] in LETTERS and model["after"]["letter"] in LETTERS
+        assert f'rna-after">{model["after"]["letter"]}<' in verdict
+        assert model["flipped"] == (model["before"]["letter"] != model["after"]["letter"])
+    cyclic = details["models"][2]
+    assert cyclic["differs_from_base_after"] and "differs from base" in columns[5]
+    assert "reference" in columns[1]
+    assert "Correct answer: <b>B</b>" in summary
+
+
+def test_client_probe_insertion_modes(client):
+    *_, details = _probe(client, *FIELDS, keyword="anthrax", where="choice", choice="D")
+    assert "D. anthrax" in details["prompt_after"]
+    *_, details = _probe(client, *FIELDS, keyword="anthrax", where="question", seed=5)
+    question_line = details["prompt_after"].split("\n\n", 1)[1].splitlines()[0]
+    assert "anthrax" in question_line
+    custom = "a keyword nobody mined"
+    *_, details = _probe(client, *FIELDS, keyword=custom)  # typed, not from the list
+    assert custom in details["prompt_after"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "keyword", "message"),
+    [
+        (FIELDS, "k" * (MAX_KEYWORD_CHARS + 1), "the forget keyword has"),
+        (("s", "", "a", "b", "c", "d", "A"), "SARS-CoV-2", "the question is empty"),
+        (("s", "q" * (MAX_QUESTION_CHARS + 1), "a", "b", "c", "d", "A"), "x", "at most"),
+        (("", "q?", "a", "b", "c", "d", "A"), "SARS-CoV-2", "the subject is empty"),
+    ],
+)
+def test_client_errors_are_one_line(client, fields, keyword, message):
+    status, *_ = _probe(client, *fields, keyword=keyword)
+    assert 'class="rna-error"' in status and message in status
+    assert "Traceback" not in status and status.count("\n") == 0
+
+
+def test_client_question_pickers(client):
+    from gradio_client.exceptions import AppError
+
+    fields = client.predict("mmlu", 5, api_name="/question")  # a virology question
+    assert fields[1] == records(12)[5]["question"]
+    assert fields[6] == LETTERS[records(12)[5]["answer"]]
+    # the pickers come back as updates: {"__type__": "update", "value": ..., "choices": ...}
+    subject, question, *fields = client.predict("mmlu", api_name="/random")
+    picked = records(12)[question["value"]]
+    assert fields[1] == picked["question"]
+    assert subject["value"] == picked["subject"]
+    assert question["value"] in [value for _, value in question["choices"]]
+    subject, question, *fields = client.predict("wmdp-bio", api_name="/set")
+    assert subject["value"] == "(all subjects)" and question["value"] == 0
+    assert fields[1] == records(6)[0]["question"]
+    with pytest.raises(AppError, match="not in the list of choices"):  # Gradio's own check
+        client.predict("mmlu", 99, api_name="/question")
+    # the pickers' choices follow the set and subject (per browser session)
+    client.predict("mmlu", api_name="/set")
+    question, *fields = client.predict("mmlu", "college_biology", api_name="/subject")
+    picked = [records(12)[value] for _, value in question["choices"]]
+    assert {r["subject"] for r in picked} == {"college_biology"} and fields[0] == "college biology"
+    status, *rest = client.predict("mmlu", *FIELDS, api_name="/score")  # without a token
+    assert status == "" and rest[1] == "" and "Insert a forget-token" in rest[2]
+
+
+def test_client_batch_probe(client, bank):
+    from gradio_client.exceptions import AppError
+
+    status, table, note = client.predict(
+        "mmlu", "(all subjects)", 8, "SARS-CoV-2", "random-wrong", "A", 0, api_name="/batch"
+    )
+    assert status == "" and "8 questions" in note
+    rows = table["data"]
+    assert [r[0] for r in rows] == [v.title for v in bank.variants]
+    assert table["headers"][5] == "flip rate"
+    assert rows[0][6] == "(reference)" and rows[2][6] == "100.0%"  # the cyclic run
+    with pytest.raises(AppError, match="maximum"):  # the slider's own check
+        client.predict(
+            "mmlu", "(all subjects)", 1000, "SARS-CoV-2", "random-wrong", "A", 0, api_name="/batch"
+        )
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict("/etc", "(all subjects)", 5, "k", "random-wrong", "A", 0, api_name="/batch")
+
+
+def test_prepare_reads_keywords_and_offered_sets(
+    tiny_model_dir, runs, tmp_path, monkeypatch, fake_data_dir
+):
+    pytest.importorskip("gradio")
+    from app import prepare
+
+    monkeypatch.setenv("RNACLI_DATA_DIR", str(fake_data_dir))
+    keywords = tmp_path / "keywords.json"
+    sets = {"most-2": ["coronavirus", "SARS-CoV-2"], "long": ["x" * (MAX_KEYWORD_CHARS + 1)]}
+    keywords.write_text(json.dumps({"keyword_sets": sets}))
+    data = prepare([str(runs["cyclic"])], keywords_file=str(keywords), device="cpu")
+    assert data.keywords == ["SARS-CoV-2", "coronavirus"]  # the default first, no duplicates
+    assert any("left out" in n for n in data.notes)
+    assert data.bank.labels == [Path(tiny_model_dir).name, "cyclic"]  # base from the run's meta
+    assert data.bank.memory.rss_after is not None  # measured after the warm-up pass
+    assert {"mmlu", "wmdp-bio"} <= set(data.sets)
+
+
+def test_main_reports_errors_in_one_line(tmp_path, capsys):
+    pytest.importorskip("gradio")
+    from app.__main__ import main
+
+    missing = tmp_path / "keywords.json"
+    assert main(["smollm2-135m", "--keywords", str(missing), "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {missing}: no such keywords file"

@@ -1,0 +1,269 @@
+"""`rnacli plan`: the estimate against the measured peak of real training steps on tiny models
+(torch's MemTracker counts every tensor), and the 7B plans from the built-in config table."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from rnacli.errors import RnacliError
+from rnacli.memory import in_module, peak_tensor_bytes
+from rnacli.methods import build_method, build_retain
+from rnacli.passes import Passes
+from rnacli.plan import architecture, estimate, model_config, plan, render
+from rnacli.recipe import Recipe, recipe_from_dict, to_toml
+from rnacli.train import load_for_training, make_optimizer, training_data, unlearning_loss
+from tests.conftest import tiny_recipe
+from tests.tiny import build_model, build_tokenizer
+
+TOLERANCE = 0.25
+LENGTH = 128  # tokens per sequence: long enough for activations to outweigh the weights
+ZEPHYR_PARAMS = 7_241_732_096
+ZEPHYR_TRAINABLE = 3 * 4096 * 14336  # mlp.down_proj of layers 5, 6, 7
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def plan_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama with room for activations and the LM head to show: hidden 128, 6 layers,
+    a 4096-entry vocabulary (the tokenizer uses 400 of them), grouped-query attention."""
+    folder = tmp_path_factory.mktemp("plan-model")
+    build_model(4096, layers=6, hidden=128).save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def padded_corpora(tmp_path) -> dict[str, Path]:
+    """Documents alternately far longer than LENGTH tokens and far shorter, so that batches are
+    padded to the full LENGTH: the worst case, which the estimate models."""
+    rng = random.Random(0)
+    words = [
+        "virus",
+        "host",
+        "cell",
+        "protein",
+        "gene",
+        "river",
+        "town",
+        "market",
+        "bridge",
+        "garden",
+        "winter",
+        "music",
+    ]
+    paths = {}
+    for name in ("bio", "cyber", "retain"):
+        docs = [
+            " ".join(rng.choice(words) for _ in range(2 * LENGTH if k % 2 else LENGTH // 8))
+            for k in range(16)
+        ]
+        paths[name] = tmp_path / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    paths["idk"] = tmp_path / "idk.txt"
+    paths["idk"].write_text("I don't know.\nNo idea, sorry.\n")
+    return paths
+
+
+def measure_step(recipe: Recipe) -> dict[str, int]:
+    """Peak bytes per kind of tensor during one steady-state training step (the second: the
+    optimizer states exist), on a batch padded to the full max length."""
+    device = torch.device("cpu")
+    model, tokenizer, trainable = load_for_training(recipe, device)
+    data = training_data(recipe, tokenizer)
+    cfg = recipe.train
+    method = build_method(recipe.method, model.config.hidden_size, len(data.forget), cfg.seed)
+    retain = build_retain(recipe.method)
+    passes = Passes(
+        model,
+        list(trainable),
+        reference=cfg.reference,
+        shared_prefix=cfg.shared_prefix,
+        truncate=cfg.truncated_forward,
+        chunk_tokens=cfg.logits_chunk or None,
+        checkpoint_head=cfg.checkpoint_head,
+    )
+    optimizer = make_optimizer(recipe, list(trainable.values()), device)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast)
+
+    def step(index: int) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        batch = data.batch(index)
+        alpha = recipe.alphas[batch.corpus]
+        with autocast:
+            loss, _ = in_module(lambda: unlearning_loss(method, retain, passes, batch, alpha, None))
+        loss.backward()
+        optimizer.step()
+
+    def full_and_padded(index: int) -> bool:
+        batch = data.batch(index)
+        return all(
+            bool((seq.attention_mask == 0).any()) and seq.input_ids.shape[1] == LENGTH
+            for seq in (batch.forget, batch.retain)
+        )
+
+    step(0)
+    index = next(i for i in range(1, 100) if full_and_padded(i))
+    return peak_tensor_bytes(lambda: step(index), model, optimizer, *passes.originals.values())
+
+
+# name: (method, retain loss, recipe sections); chunks of 64 tokens unless set.
+CASES = {
+    "rmu": ("rmu", None, {}),
+    "npo_kl": ("npo", "kl", {}),
+    # bf16 (the CUDA dtype); chunks of 256 tokens x 4096 words: the LM head's working set is
+    # the largest transient, larger than a layer's
+    "npo_kl_bf16_head": (
+        "npo",
+        "kl",
+        {"model": {"dtype": "bfloat16"}, "train": {"logits_chunk": 256}},
+    ),
+    "simnpo_mse_autocast": ("simnpo", "mse", {"train": {"autocast": True}}),
+    "npo_kl_checkpointing": ("npo", "kl", {"train": {"gradient_checkpointing": True}}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_estimate_matches_the_measured_peak_of_a_step(plan_model_dir, padded_corpora, case):
+    method, retain_loss, sections = CASES[case]
+    raw = tiny_recipe(plan_model_dir, padded_corpora, method, retain_loss)
+    raw["data"].update(forget_max_length=LENGTH, retain_max_length=LENGTH, batch_size=4)
+    raw["train"]["logits_chunk"] = 64
+    for section, values in sections.items():
+        raw[section].update(values)
+    recipe = recipe_from_dict(raw, f"{case}.toml")
+    measured = measure_step(recipe)
+    config, source = model_config(str(plan_model_dir))
+    est = estimate(recipe, architecture(config, source), device="cpu")
+    parts = {p.name: p.bytes for p in est["parts"]}
+
+    # Exact parts: the weights and the optimizer states (MemTracker files the delta
+    # reference, given to it from outside, as "Other").
+    assert parts["weights"] == measured["Parameter"]
+    # (+ AdamW's `step` counter: one fp32 scalar per tensor, kept on the CPU on CUDA too)
+    assert parts["optimizer (AdamW)"] == pytest.approx(measured["Optstate"], abs=64)
+    assert parts["reference (delta)"] == measured["Other"]
+    # The modelled parts: activations, working set, gradients. They are most of the peak here,
+    # so a wrong activation model cannot hide behind the weights.
+    static = measured["Parameter"] + measured["Optstate"] + measured["Other"]
+    dynamic = measured["Total"] - static
+    assert dynamic > 0.5 * measured["Total"]
+    modelled = parts["activations"] + parts["working set"] + parts["gradients"]
+    assert modelled == pytest.approx(dynamic, rel=TOLERANCE)
+    assert est["tensor_bytes"] == pytest.approx(measured["Total"], rel=TOLERANCE)
+    work = next(p for p in est["parts"] if p.name == "working set")
+    assert work.detail.startswith("LM-head chunk: 256 tokens") == case.endswith("_head")
+
+
+# -- the paper's 7B recipes, planned from the built-in config table (no download) -------------
+
+
+def _part(result: dict, prefix: str) -> dict:
+    return next(p for p in result["parts"] if p["name"].startswith(prefix))
+
+
+def test_zephyr_7b_on_one_24_gib_gpu():
+    base = ["train.optimizer=adamw8bit"]
+    tight = plan("recipes/npo_kl_rna.toml", base, gpus=1, gpu_memory_gib=24)
+    assert tight["config_source"] == "built-in table"
+    assert tight["decoder_layer"] == "MistralDecoderLayer"
+    assert tight["params"] == ZEPHYR_PARAMS
+    assert tight["trainable_params"] == ZEPHYR_TRAINABLE
+    assert _part(tight, "weights")["bytes"] == 2 * ZEPHYR_PARAMS  # bf16 on CUDA
+    assert _part(tight, "reference (delta)")["bytes"] == 2 * ZEPHYR_TRAINABLE
+    assert _part(tight, "gradients")["bytes"] == 2 * ZEPHYR_TRAINABLE
+    eight_bit = _part(tight, "optimizer")["bytes"]
+    assert 2 * ZEPHYR_TRAINABLE <= eight_bit < 2.1 * ZEPHYR_TRAINABLE
+
+    # NPO+KL keeps the activations of 26 layers: without checkpointing they do not fit in 24
+    # GiB, and the plan says what does.
+    full = plan("recipes/npo_kl_rna.toml", [*base, "train.gradient_checkpointing=false"], 1, 24)
+    assert full["fits"] is False
+    assert any(
+        a["fits"] and "train.gradient_checkpointing=true" in a["set"] for a in full["alternatives"]
+    )
+    checkpointed = plan(
+        "recipes/npo_kl_rna.toml", [*base, "train.gradient_checkpointing=true"], 1, 24
+    )
+    assert checkpointed["fits"] is True
+    assert checkpointed["peak_bytes"] < 24 * GIB
+
+    # Plain AdamW: bf16 states, twice the 8-bit ones; it fits too once checkpointed.
+    plain = plan(
+        "recipes/npo_kl_rna.toml",
+        ["train.optimizer=adamw", "train.gradient_checkpointing=true"],
+        gpus=1,
+        gpu_memory_gib=24,
+    )
+    assert _part(plain, "optimizer (AdamW)")["bytes"] == 4 * ZEPHYR_TRAINABLE
+    assert plain["fits"] is True
+
+    # RM methods stop at layer 7: three layers keep activations, no checkpointing needed.
+    rmu = plan("recipes/rmu_rna.toml", base, gpus=1, gpu_memory_gib=24)
+    assert rmu["fits"] is True
+    assert _part(rmu, "activations")["bytes"] < _part(full, "activations")["bytes"] / 5
+
+
+def test_several_gpus_ddp_replicates_fsdp_shards():
+    one = plan("recipes/npo_kl_rna.toml", [], gpus=1, gpu_memory_gib=80)
+    ddp = plan("recipes/npo_kl_rna.toml", [], gpus=4, gpu_memory_gib=80)
+    fsdp = plan("recipes/npo_kl_rna.toml", [], gpus=4, gpu_memory_gib=80, strategy="fsdp")
+    assert ddp["peak_bytes"] == one["peak_bytes"]
+    assert any("nothing is divided" in n for n in ddp["notes"])
+    assert _part(fsdp, "weights")["bytes"] == _part(one, "weights")["bytes"] // 4
+    assert _part(fsdp, "gathered layers")["bytes"] > 0
+    assert _part(fsdp, "activations")["bytes"] == _part(one, "activations")["bytes"]
+    assert any("does not shard the model yet" in n for n in fsdp["notes"])
+
+
+def test_plan_on_the_cpu_from_a_local_folder(tmp_path, tiny_model_dir, corpora):
+    path = tmp_path / "tiny.toml"
+    path.write_text(to_toml(tiny_recipe(tiny_model_dir, corpora, "npo", "kl")))
+    result = plan(str(path), [], gpus=0, gpu_memory_gib=1)
+    assert (result["device"], result["dtype"], result["gpus"]) == ("cpu", "float32", 0)
+    assert result["fits"] is True
+    assert not any(p["name"].startswith("CUDA") for p in result["parts"])
+    console = Console(record=True, width=160)
+    console.print(render(result))
+    text = console.export_text()
+    assert "peak" in text and "fits:" in text and "activations" in text
+
+
+def test_plan_errors_name_the_problem(tmp_path, tiny_model_dir, corpora):
+    path = tmp_path / "r.toml"
+    path.write_text(to_toml(tiny_recipe(tiny_model_dir, corpora, "rmu")))
+    with pytest.raises(RnacliError, match="needs a CUDA GPU"):
+        plan(str(path), ["train.optimizer=adamw8bit"], gpus=0)
+    with pytest.raises(RnacliError, match="strategy 'zero3'"):
+        plan(str(path), [], gpus=2, strategy="zero3")
+    with pytest.raises(RnacliError, match=r"method.layer = 9, but the model has 6 layers"):
+        plan(str(path), ["method.layer=9"], gpus=0)
+    with pytest.raises(RnacliError, match="train.trainable: 'nothing' matches no parameter"):
+        plan(str(path), ["train.trainable=nothing"], gpus=0)
+    with pytest.raises(RnacliError, match="model.name 'no-org/no-such-model': no config"):
+        plan(str(path), ["model.name=no-org/no-such-model"], gpus=1)
+
+
+def test_accelerate_configs_load_and_wrap_the_planned_decoder_layer():
+    """The configs the README points to are valid accelerate configs (unknown keys fail), and
+    the FSDP one wraps the decoder layer class of the model the 7B recipes name."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    ddp = load_config_from_file("recipes/accelerate/ddp.yaml")
+    fsdp = load_config_from_file("recipes/accelerate/fsdp.yaml")
+    assert ddp.distributed_type == "MULTI_GPU"
+    assert (fsdp.distributed_type, fsdp.mixed_precision) == ("FSDP", "bf16")
+    options = {o for action in launch_command_parser()._actions for o in action.option_strings}
+    assert all(f"--{key}" in options for key in fsdp.fsdp_config), fsdp.fsdp_config
+    assert fsdp.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD"
+    assert fsdp.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    # With it, transformers loads weights on rank 0 only, which the loop (no FSDP) cannot use.
+    assert fsdp.fsdp_config["fsdp_cpu_ram_efficient_loading"] is False
+    zephyr = plan("recipes/npo_kl_rna.toml", [], gpus=2, strategy="fsdp")
+    assert fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == zephyr["decoder_layer"]
