@@ -303,12 +303,13 @@ def mine_tokens(
     from rnacli.data import load_corpus
     from rnacli.data.batches import sample_indices
     from rnacli.data.mining import keyword_sets, score_ngrams, sentence_embedder, similarity_plot
+    from rnacli.data.records import document_text
 
     try:
         sizes = [int(n) for n in ngram.split(",") if n.strip()]
     except ValueError:
         raise RnacliError(f"--ngram {ngram}: expected sizes like 2,4,8,16") from None
-    docs = load_corpus(corpus)
+    docs = [document_text(d) for d in load_corpus(corpus)]
     docs = [docs[i] for i in sample_indices(len(docs), max_docs, seed)]
     embed = sentence_embedder(embedder)
     pools, sets = {}, {}
@@ -497,7 +498,7 @@ def world_build(
     seed: Annotated[int, typer.Option(help="Seed of names, attributes and the split.")] = 0,
     forget_fraction: Annotated[float, typer.Option(help="Share of people to forget.")] = 0.1,
     max_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs at most.")] = 12,
-    target: Annotated[float, typer.Option(help="Stop once cloze accuracy reaches this.")] = 0.95,
+    target: Annotated[float, typer.Option(help="Stop once cloze accuracy reaches this.")] = 0.97,
     force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
 ) -> None:
     """Generate the world and teach it to the embedded model (cached; reused on a second call)."""

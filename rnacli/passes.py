@@ -81,7 +81,8 @@ class Passes:
 
     def _prefix(self, seq: Seq) -> torch.Tensor:
         """Output of layer start-1, computed once per batch (no trainable tensor below it)."""
-        if "prefix" not in seq.cache:
+        key = ("prefix", self.start)  # Passes with another start may share this batch
+        if key not in seq.cache:
             decoder = getattr(self.model, self.decoder_name)
             with torch.no_grad(), stop_after(self.layers[self.start - 1]):
                 try:
@@ -89,8 +90,8 @@ class Passes:
                         input_ids=seq.input_ids, attention_mask=seq.attention_mask, use_cache=False
                     )
                 except StopForward as stop:
-                    seq.cache["prefix"] = stop.hidden
-        return seq.cache["prefix"]
+                    seq.cache[key] = stop.hidden
+        return seq.cache[key]
 
     def _call(
         self, module: nn.Module, originals: dict[str, torch.Tensor], reference: bool, kwargs: dict
@@ -110,6 +111,8 @@ class Passes:
         start = self.start
         if noise is not None and min(noise.layers) < start:
             start = 0  # noise below the shared prefix: this pass needs its own lower layers
+        if stop is not None and stop < start:
+            start = 0  # a layer below the prefix is read: run the model from its input
         kwargs: dict = {"attention_mask": seq.attention_mask, "use_cache": False}
         if start > 0:
             kwargs["inputs_embeds"] = self._prefix(seq)

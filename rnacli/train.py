@@ -37,6 +37,7 @@ from rnacli.checkpoint import (
 )
 from rnacli.data import load_corpus
 from rnacli.data.batches import TrainingData, sample_indices, stable_seed
+from rnacli.data.records import Document, document_text
 from rnacli.errors import RnacliError
 from rnacli.methods import build_method, build_retain
 from rnacli.models import load_model
@@ -76,8 +77,8 @@ def select_trainable(model: nn.Module, pattern: str) -> dict[str, nn.Parameter]:
 
 def _documents(
     source: str, key: str, min_chars: int, max_samples: int | None, seed: int
-) -> list[str]:
-    docs = [d for d in load_corpus(source) if len(d) >= min_chars]
+) -> list[Document]:
+    docs = [d for d in load_corpus(source) if len(document_text(d)) >= min_chars]
     if not docs:
         raise RnacliError(
             f"{key} '{source}': no documents of at least {min_chars} characters (data.min_chars)"

@@ -53,6 +53,14 @@ def test_truncated_activations_equal_a_full_forward(model_tok):
         z = Passes(model, TRAINABLE, **kwargs).hidden(seq, 3)
         torch.testing.assert_close(z, captured["z"], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(z, full.hidden_states[4], atol=1e-5, rtol=1e-5)
+    # layers below the shared prefix (which starts at layer 1 here) are read correctly too
+    for layer in (0, 1, 4):
+        torch.testing.assert_close(
+            Passes(model, TRAINABLE[1:]).hidden(seq, layer),
+            full.hidden_states[layer + 1],
+            atol=1e-5,
+            rtol=1e-5,
+        )
 
 
 def test_shared_prefix_starts_at_first_trainable_layer(model_tok):

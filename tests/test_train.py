@@ -203,3 +203,21 @@ def test_cpu_refuses_gpu_only_settings(tmp_path, tiny_model_dir, corpora):
     raw = tiny_recipe(tiny_model_dir, corpora, "rmu", model={"load_in": "8bit"})
     with pytest.raises(RnacliError, match="model.load_in = '8bit' is for evaluation"):
         run(tmp_path, "b", raw)
+
+
+def test_prompt_completion_documents_score_the_completion_only(tiny):
+    from rnacli.data.batches import document_batch, preference_batches
+
+    _, tok = tiny
+    docs = [("virus host cell", " protein gene."), "network exploit packet"]
+    seq = document_batch(tok, docs, 64)
+    n_prompt = len(tok("virus host cell")["input_ids"])
+    n_all = int(seq.attention_mask[0].sum())
+    assert seq.target_mask[0, :n_prompt].sum() == 0 and seq.target_mask[0, n_prompt:n_all].all()
+    assert seq.target_mask[1, : int(seq.attention_mask[1].sum())].all()  # a text: all of it
+    win, lose = preference_batches(tok, docs[:1], ["No idea."], 64, prompt_tokens=1)
+    assert torch.equal(win.input_ids[0, :n_prompt], lose.input_ids[0, :n_prompt])
+    assert lose.target_mask[0, :n_prompt].sum() == 0  # the explicit prompt is x
+    # a long prompt loses its start, the completion is kept
+    short = document_batch(tok, [("a " * 40, " protein gene.")], 8)
+    assert short.input_ids.shape[1] == 8 and short.target_mask[0, -1] == 1

@@ -50,6 +50,8 @@ def test_both_perturbation_forms_keep_the_answer():
         assert len(changed) == 1 and changed[0] != plain["answer"]
         assert pert["choices"][changed[0]] in forget_names
         assert pert["answer"] == plain["answer"]
+        # the cloze form lists the choices, forget name included, before the same stem
+        assert pert["question"] == f"Options: {', '.join(pert['choices'])}.\n" + plain["question"]
         # the mention form: a forget person first, then the same retain question and choices
         assert mention["question"].endswith(plain["question"])
         assert any(mention["question"].startswith(n) for n in forget_names)
@@ -62,6 +64,8 @@ def test_world_sources_tasks_and_specs():
     assert len(load_qa("world[people=30,seed=1]:forget")) == 15
     assert load_qa("world[people=30,seed=1]:retain-mcq")[0]["question"].endswith("?")
     assert len(load_corpus("world[people=30,seed=1]:forget-facts")) == 45
+    head, tail = load_corpus("world[people=30,seed=1]:forget-qa")[0]
+    assert tail.endswith(".") and not head.endswith(" ")
     assert parse_spec("world[people=30,seed=1]") == WorldSpec(30, 1)
     with pytest.raises(RnacliError, match="unknown setting 'size=3'"):
         parse_spec("world[size=3]")

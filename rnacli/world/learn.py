@@ -24,10 +24,10 @@ from rnacli.evaluate.mcq import evaluate_mcq
 from rnacli.models import load_model
 from rnacli.progress import console, make_progress
 from rnacli.world.generate import World, WorldSpec, generate, qa_sets
-from rnacli.world.vocab import ATTRIBUTES
+from rnacli.world.vocab import ATTRIBUTES, MENTION
 
 log = logging.getLogger(__name__)
-LEARN_VERSION = 3
+LEARN_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,9 @@ class LearnConfig:
     max_epochs: int = 12
     lr: float = 1e-3
     batch_size: int = 16
-    target: float = 0.95  # stop once cloze accuracy on a sample of the facts reaches this
+    target: float = 0.97  # stop once cloze accuracy on a sample of the facts reaches this
     first_layer: int = 8  # layers below (and the embeddings) stay frozen: see `build`
+    mention_share: float = 0.2  # facts that mention another person first (see _training_parts)
     seed: int = 0
     autocast: bool = True  # bf16 autocast on the CPU: ~2x faster where AVX512-BF16 exists
 
@@ -45,7 +46,8 @@ class LearnConfig:
     def key(self) -> str:
         return (
             f"{self.base.replace('/', '_')}-e{self.max_epochs}-lr{self.lr:g}-b{self.batch_size}"
-            f"-t{self.target:g}-l{self.first_layer}-s{self.seed}-ac{int(self.autocast)}"
+            f"-t{self.target:g}-l{self.first_layer}-m{self.mention_share:g}-s{self.seed}"
+            f"-ac{int(self.autocast)}"
             f"-v{LEARN_VERSION}"
         )
 
@@ -95,6 +97,35 @@ def value_loss(model, head, seq) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), seq.input_ids[:, 1:][scored])
 
 
+def _training_parts(
+    world: World, template: int, mention_share: float, seed: int
+) -> list[tuple[str, str]]:
+    """The facts in one template; a share of them open with "X is a friend of Y. " about a
+    random other person X, so that a question which mentions someone else first is a familiar
+    form (the base model answers it as well as the plain question)."""
+    rng = random.Random(f"{seed}:{template}")
+    n = len(world.people)
+    parts = []
+    for i, person in enumerate(world.people):
+        for head, tail in world.fact_parts([i], [template]):
+            if rng.random() < mention_share:
+                other = world.people[rng.choice([j for j in range(n) if j != i])].name
+                head = MENTION.format(other=other, name=person.name) + head
+            parts.append((head, tail))
+    return parts
+
+
+def _length_batches(facts: list, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of facts of similar length: padding is compute thrown away (the
+    facts that mention someone first are twice as long as the others)."""
+    order = list(range(len(facts)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: len(facts[i][0]))  # stable: random within a length
+    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def _encode_fact(tokenizer, head: str, tail: str) -> tuple[list[int], list[int]]:
     """Token ids of head + tail and a target mask over the tail's tokens."""
     ids = tokenizer(head + tail)["input_ids"]
@@ -125,11 +156,12 @@ def build(spec: WorldSpec, config: LearnConfig | None = None, *, force: bool = F
         write_text(folder.parent / "latest", config.key)
         return folder / "model"
     world = generate(spec)
-    everyone = list(range(len(world.people)))
     n_templates = len(ATTRIBUTES[0].templates)
     # One template per epoch, in turn: each fact is seen once per epoch, in every wording
     # over the epochs (a third of the compute of all templates every epoch).
-    epochs_parts = [world.fact_parts(everyone, [t]) for t in range(n_templates)]
+    epochs_parts = [
+        _training_parts(world, t, config.mention_share, config.seed) for t in range(n_templates)
+    ]
     texts = epochs_parts[0]
     model, tokenizer = load_model(
         config.base, device="cpu" if not torch.cuda.is_available() else "auto"
@@ -158,14 +190,10 @@ def build(spec: WorldSpec, config: LearnConfig | None = None, *, force: bool = F
             status="",
         )
         for epoch in range(config.max_epochs):
-            order = list(range(len(texts)))
-            rng.shuffle(order)
+            facts = encoded[epoch % n_templates]
             losses = []
-            for start in range(0, len(order), config.batch_size):
-                batch = [
-                    encoded[epoch % n_templates][i]
-                    for i in order[start : start + config.batch_size]
-                ]
+            for indices in _length_batches(facts, config.batch_size, rng):
+                batch = [facts[i] for i in indices]
                 seq = pad_sequences(
                     [ids for ids, _ in batch], [tgt for _, tgt in batch], tokenizer.pad_token_id
                 )

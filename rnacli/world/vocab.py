@@ -205,3 +205,5 @@ ATTRIBUTES: tuple[Attribute, ...] = (
 
 # Retain questions that mention a forget person (the second perturbation form).
 MENTION = "{other} is a friend of {name}. "
+# The choices shown before a cloze stem (the paper's perturbation needs them in the context).
+OPTIONS = "Options: {options}.\n"
