@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--root", type=Path, default=Path("runs/world_effect"))
-    parser.add_argument("--limit", type=int, default=300, help="questions per retain-side task")
+    parser.add_argument("--limit", type=int, default=150, help="questions per retain-side task")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -140,7 +140,51 @@ def main() -> None:
     for name, group in groups.items():
         if group:
             print(f"{name} average: " + ", ".join(f"{k} {mean_std(v)}" for k, v in group.items()))
+    for line in checks(results):
+        print(line)
     print(f"wrote {args.root / 'summary.json'}")
+
+
+def checks(results: dict) -> list[str]:
+    """The issue's acceptance criteria, each marked ok or MISSED, on the means over seeds."""
+    base = results["base"]
+    lines = [
+        _check(
+            "learned base >= 90 % on retain and forget",
+            min(base["world-retain"], base["world-forget"]) >= 0.90,
+        ),
+    ]
+    for method, rows in results["methods"].items():
+        forget = statistics.mean(r["plain"]["world-forget"] for r in rows)
+        forget_rna = statistics.mean(r["rna"]["world-forget"] for r in rows)
+        lines.append(
+            _check(
+                f"{method}: forget <= 35 % (plain {100 * forget:.1f}, RNA {100 * forget_rna:.1f})",
+                max(forget, forget_rna) <= 0.35,
+            )
+        )
+        if method in RM:
+            for task in PERTURBED:
+                drop = base[task] - statistics.mean(r["plain"][task] for r in rows)
+                rec = [
+                    r[f"recovery {task}"]
+                    for r in rows
+                    if r[f"recovery {task}"] == r[f"recovery {task}"]
+                ]
+                mean_rec = statistics.mean(rec) if rec else float("nan")
+                lines.append(
+                    _check(
+                        f"{method} {task}: drop >= 5 points ({100 * drop:.1f}), mean RNA recovery "
+                        f">= 30 % ({100 * mean_rec:.1f} %), forget within 5 points of plain "
+                        f"({100 * (forget_rna - forget):+.1f})",
+                        drop >= 0.05 and mean_rec >= 0.30 and abs(forget_rna - forget) <= 0.05,
+                    )
+                )
+    return lines
+
+
+def _check(what: str, ok: bool) -> str:
+    return f"{'ok    ' if ok else 'MISSED'} {what}"
 
 
 if __name__ == "__main__":

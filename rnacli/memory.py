@@ -9,11 +9,19 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 
 class _NoHook:
     def remove(self) -> None:
         pass
+
+
+class _FrozenAsHooked(WeakIdKeyDictionary):
+    def get(self, key: Any, default: Any = None) -> Any:
+        if isinstance(key, torch.Tensor) and not key.requires_grad:
+            return (_NoHook(), _NoHook())
+        return super().get(key, default)
 
 
 class _Step(nn.Module):
@@ -36,12 +44,11 @@ def peak_tensor_bytes(
     from torch.distributed._tools.mem_tracker import MemTracker
 
     tracker = MemTracker()
+    # MemTracker hooks the gradient of every parameter it meets and torch refuses hooks on
+    # frozen ones (the model's, and those of a reference copy made inside `work`): report
+    # those as already hooked
+    tracker._param_to_grad_hook_handles = _FrozenAsHooked()
     tracker.track_external(model, *tracked)
-    for param in model.parameters():
-        # MemTracker hooks the gradient of every parameter and torch refuses hooks on frozen
-        # ones: mark those as already hooked
-        if not param.requires_grad:
-            tracker._param_to_grad_hook_handles[param] = (_NoHook(), _NoHook())
     with tracker:
         work()
     peak = tracker.get_tracker_snapshot("peak")[torch.device(device)]

@@ -130,6 +130,11 @@ def load_model(
         return load_run_model(
             path, dtype=dtype, device=device, trust_remote_code=trust_remote_code, load_in=load_in
         )
+    elif path.is_dir() and (path / "recipe.toml").is_file():
+        raise RnacliError(
+            f"run folder '{spec}' has no checkpoint yet: its training stopped before the first "
+            f"save (see its log; `rnacli train {path / 'recipe.toml'} --out {spec}` restarts it)"
+        )
     elif path.is_file() and path.suffix == ".gguf":
         folder = gguf_model_dir(path)
     elif path.is_dir():

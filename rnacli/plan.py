@@ -126,6 +126,13 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+def world_base() -> str:
+    """The model `rnacli world build` fine-tunes."""
+    from rnacli.world.learn import LearnConfig
+
+    return LearnConfig().base
+
+
 def model_config(spec: str, trust_remote_code: bool = False):
     """(transformers config, where it came from) for a recipe's model.name; reads no weights."""
     from transformers import AutoConfig
@@ -137,6 +144,12 @@ def model_config(spec: str, trust_remote_code: bool = False):
         if spec in EMBEDDED_MODELS:
             folder = embedded_model_dir(spec)
             return AutoConfig.from_pretrained(folder), str(folder / "config.json")
+        if spec == "world" or spec.startswith("world["):
+            # the learned world is its base model fine-tuned: the same architecture, known
+            # before `rnacli world build` has run
+            base = world_base()
+            config, source = model_config(base, trust_remote_code)
+            return config, f"{source} (the world's base, {base})"
         if path.is_dir() and is_run_dir(path):
             meta = json.loads((path / "checkpoint" / "meta.json").read_text())
             return model_config(meta["base_model"], trust_remote_code)

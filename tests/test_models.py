@@ -33,6 +33,12 @@ def test_folder_without_weights(tmp_path):
         load_model(str(tmp_path), device="cpu")
 
 
+def test_run_folder_without_checkpoint_says_so(tmp_path):
+    (tmp_path / "recipe.toml").write_text("[model]\n")
+    with pytest.raises(RnacliError, match="has no checkpoint yet"):
+        load_model(str(tmp_path), device="cpu")
+
+
 def test_dtype_and_device_choices():
     cpu = torch.device("cpu")
     assert resolve_dtype("auto", cpu) == torch.float32

@@ -234,6 +234,13 @@ def test_plan_on_the_cpu_from_a_local_folder(tmp_path, tiny_model_dir, corpora):
     assert "peak" in text and "fits:" in text and "activations" in text
 
 
+def test_world_plans_with_its_base_models_config(monkeypatch, tiny_model_dir):
+    monkeypatch.setattr("rnacli.plan.world_base", lambda: str(tiny_model_dir))
+    config, source = model_config("world")
+    assert config.num_hidden_layers == model_config(str(tiny_model_dir))[0].num_hidden_layers
+    assert "the world's base" in source
+
+
 def test_plan_errors_name_the_problem(tmp_path, tiny_model_dir, corpora):
     path = tmp_path / "r.toml"
     path.write_text(to_toml(tiny_recipe(tiny_model_dir, corpora, "rmu")))
