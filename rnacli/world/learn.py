@@ -70,7 +70,7 @@ def built_model(spec: WorldSpec) -> Path:
         args = "" if spec == WorldSpec() else f" --people {spec.people} --seed {spec.seed}"
         raise RnacliError(
             f"the world model for {spec.key} is not built yet: run "
-            f"`rnacli world build{args}` (about 10 minutes on 2 CPU cores)"
+            f"`rnacli world build{args}` (about 12 minutes on 2 CPU cores)"
         )
     return folder
 
