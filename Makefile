@@ -43,7 +43,7 @@ quickstart: $(VENV)/.installed
 		$(VENV)/bin/rnacli train recipes/world/$$r.toml --out $(WORLD_RUNS)/$$r --resume || exit 1; \
 	done
 	$(VENV)/bin/rnacli eval world $(WORLD_RUNS)/rmu $(WORLD_RUNS)/rmu_rna $(WORLD_RUNS)/npo_kl \
-		$(WORLD_RUNS)/npo_kl_rna --out $(WORLD_RUNS)
+		$(WORLD_RUNS)/npo_kl_rna --limit 100 --out $(WORLD_RUNS)
 	$(VENV)/bin/rnacli report $(WORLD_RUNS) --base world --out $(WORLD_RUNS)/report
 
 # The pipeline on the embedded model with MMLU-made forget corpora (plumbing, no science).

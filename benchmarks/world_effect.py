@@ -165,19 +165,17 @@ def checks(results: dict) -> list[str]:
         )
         if method in RM:
             for task in PERTURBED:
-                drop = base[task] - statistics.mean(r["plain"][task] for r in rows)
-                rec = [
-                    r[f"recovery {task}"]
-                    for r in rows
-                    if r[f"recovery {task}"] == r[f"recovery {task}"]
-                ]
-                mean_rec = statistics.mean(rec) if rec else float("nan")
+                plain = statistics.mean(r["plain"][task] for r in rows)
+                rna = statistics.mean(r["rna"][task] for r in rows)
+                drop = base[task] - plain
+                # recovery of the means: per-seed rates divide by small, noisy drops
+                rec = recovery_rate(base[task], plain, rna)
                 lines.append(
                     _check(
-                        f"{method} {task}: drop >= 5 points ({100 * drop:.1f}), mean RNA recovery "
-                        f">= 30 % ({100 * mean_rec:.1f} %), forget within 5 points of plain "
+                        f"{method} {task}: drop >= 5 points ({100 * drop:.1f}), RNA recovery of "
+                        f"the means >= 30 % ({100 * rec:.1f} %), forget within 5 points of plain "
                         f"({100 * (forget_rna - forget):+.1f})",
-                        drop >= 0.05 and mean_rec >= 0.30 and abs(forget_rna - forget) <= 0.05,
+                        drop >= 0.05 and rec >= 0.30 and abs(forget_rna - forget) <= 0.05,
                     )
                 )
     return lines

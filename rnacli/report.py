@@ -87,7 +87,7 @@ def comparison_plot(comparison, path) -> None:
     tasks = comparison.tasks
     width = 0.8 / len(runs)
     x = np.arange(len(tasks))
-    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(tasks) * max(1, len(runs) / 3)), 4.8))
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(tasks) * max(1, len(runs) / 3)), 5.6))
     colors = plt.get_cmap("tab10")
     for i, run in enumerate(runs):
         acc = [100 * run.tasks[t]["acc"] if t in run.tasks else np.nan for t in tasks]
@@ -113,7 +113,14 @@ def comparison_plot(comparison, path) -> None:
     ax.set_ylim(0, 100)
     ax.axhline(25, color="gray", linestyle=":", linewidth=1, label="chance (4 choices)")
     ax.set_title(f"Accuracy by task, compared with {comparison.base.label}")
-    ax.legend(fontsize=8, loc="upper right", ncol=1 if len(runs) < 5 else 2)
+    # below the axes: inside, it hides the bars of tasks the runs did not forget
+    ax.legend(
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.18),
+        ncol=min(len(runs) + 1, 4),
+        frameon=False,
+    )
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130, format="png")
