@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rnacli.atomic import write_json
 from rnacli.checkpoint import CHECKPOINT, read_meta
-from rnacli.evaluate.metrics import recovery_rate, reduction_rate
+from rnacli.evaluate.metrics import recovery_interval, recovery_rate, reduction_rate
 from rnacli.evaluate.results import EVAL_FILE, merge_eval, read_eval
 from rnacli.evaluate.runner import evaluate_model
 from rnacli.evaluate.tasks import resolve_tasks
@@ -45,13 +45,31 @@ PERTURBED = ("world-perturbed", "world-mention")
 
 
 def evaluated(run_dir: Path, tasks) -> dict:
-    """Accuracy per task of a run (evaluating what is missing)."""
-    if (run_dir / EVAL_FILE).exists():
-        done = read_eval(run_dir)[0]["tasks"]
-        if all(t.name in done for t in tasks):
-            return {t.name: done[t.name]["acc"] for t in tasks}
-    entry = evaluate_model(str(run_dir), tasks, batch_size=32)
-    return {t.name: entry["tasks"][t.name]["acc"] for t in tasks}
+    """Per task of a run (evaluating what is missing): its accuracy and, per question, whether
+    the answer was right (for the bootstrap intervals)."""
+    done = read_eval(run_dir)[0]["tasks"] if (run_dir / EVAL_FILE).exists() else {}
+    if not all(t.name in done for t in tasks):
+        done = evaluate_model(str(run_dir), tasks, batch_size=32)["tasks"]
+    return {t.name: with_correct(done[t.name]) for t in tasks}
+
+
+def with_correct(result: dict) -> dict:
+    correct = [p == a for p, a in zip(result["predictions"], result["answers"], strict=True)]
+    return {"acc": result["acc"], "indices": result["indices"], "correct": correct}
+
+
+def accuracies(evaluation: dict) -> dict[str, float]:
+    return {task: result["acc"] for task, result in evaluation.items()}
+
+
+def same_questions(base: dict, other: dict, what: str) -> None:
+    """The bootstrap pairs models question by question: they must have answered the same ones."""
+    for task, result in base.items():
+        if result["indices"] != other[task]["indices"]:
+            raise SystemExit(
+                f"{what}: its {task} questions differ from the base's (evaluated with another "
+                "--limit?); delete its eval.json to re-evaluate"
+            )
 
 
 def run(recipe_path: Path, seed: int, root: Path, tasks) -> dict:
@@ -85,25 +103,36 @@ def main() -> None:
 
     tasks = resolve_tasks(["world-forget"]) + resolve_tasks(TASKS[1:], limit=args.limit)
     base_dir = args.root / "base"
-    if (base_dir / EVAL_FILE).exists():
-        base = {t: r["acc"] for t, r in read_eval(base_dir)[0]["tasks"].items()}
-    else:
-        entry = evaluate_model("world", tasks, batch_size=32)
-        merge_eval(base_dir, [entry])
-        base = {t: r["acc"] for t, r in entry["tasks"].items()}
+    if not (base_dir / EVAL_FILE).exists():
+        merge_eval(base_dir, [evaluate_model("world", tasks, batch_size=32)])
+    base_full = evaluated(base_dir, tasks)
+    base = accuracies(base_full)
 
-    results: dict = {"base": base, "methods": {}}
+    results: dict = {"base": base, "methods": {}, "intervals": {}}
     for method in methods:
-        per_seed = []
+        per_seed, correct = [], {"plain": [], "rna": []}
         for seed in seeds:
-            plain = run(RECIPES / f"{method}.toml", seed, args.root, tasks)
-            rna = run(RECIPES / f"{method}_rna.toml", seed, args.root, tasks)
-            row = {"seed": seed, "plain": plain, "rna": rna}
+            row = {"seed": seed}
+            for variant, stem in (("plain", method), ("rna", f"{method}_rna")):
+                full = run(RECIPES / f"{stem}.toml", seed, args.root, tasks)
+                same_questions(base_full, full, f"{stem} seed {seed}")
+                row[variant] = accuracies(full)
+                correct[variant].append(full)
             for task in PERTURBED:
-                row[f"reduction {task}"] = reduction_rate(base[task], plain[task])
-                row[f"recovery {task}"] = recovery_rate(base[task], plain[task], rna[task])
+                row[f"reduction {task}"] = reduction_rate(base[task], row["plain"][task])
+                row[f"recovery {task}"] = recovery_rate(
+                    base[task], row["plain"][task], row["rna"][task]
+                )
             per_seed.append(row)
         results["methods"][method] = per_seed
+        results["intervals"][method] = {}
+        for task in PERTURBED:
+            low, high, undefined = recovery_interval(
+                base_full[task]["correct"],
+                [c[task]["correct"] for c in correct["plain"]],
+                [c[task]["correct"] for c in correct["rna"]],
+            )
+            results["intervals"][method][task] = {"low": low, "high": high, "undefined": undefined}
         write_json(args.root / "summary.json", results)
 
     print(
@@ -142,9 +171,21 @@ def main() -> None:
     for name, group in groups.items():
         if group:
             print(f"{name} average: " + ", ".join(f"{k} {mean_std(v)}" for k, v in group.items()))
+    print("RNA recovery of the seed means, 95 % bootstrap interval over seeds and questions:")
+    for method, by_task in results["intervals"].items():
+        print(f"  {method:>14}: " + ", ".join(interval(t, i) for t, i in by_task.items()))
     for line in checks(results):
         print(line)
     print(f"wrote {args.root / 'summary.json'}")
+
+
+def interval(task: str, found: dict) -> str:
+    if found["low"] != found["low"]:  # nan: no draw had a drop to recover
+        return f"{task} n/a (no drop)"
+    text = f"{task} [{100 * found['low']:.0f} %, {100 * found['high']:.0f} %]"
+    if found["undefined"]:
+        text += f" ({100 * found['undefined']:.0f} % of draws without a drop)"
+    return text
 
 
 def checks(results: dict) -> list[str]:
