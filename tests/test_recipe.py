@@ -1,3 +1,4 @@
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,21 @@ def test_every_shipped_recipe_is_valid_and_paired():
     assert zephyr.model.name == "HuggingFaceH4/zephyr-7b-beta"
     assert zephyr.alphas == [5.0, 20.0] and zephyr.rna.noise_scale == 0.02
     assert load_recipe(RECIPES / "rmu_rna.toml").rna.noise_scale == 0.03
+
+
+def test_recipe_files_are_what_recipes_write_py_writes():
+    # The 54 recipes come from one table (recipes/write.py); a hand edit of one file would
+    # let a method's plain and RNA twins, or the three families, drift apart unnoticed.
+    spec = importlib.util.spec_from_file_location("write_recipes", RECIPES / "write.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = module.recipes()
+    assert len(expected) == 54
+    shipped = {
+        p.relative_to(RECIPES) for p in RECIPES.rglob("*.toml") if "accelerate" not in p.parts
+    }
+    assert shipped == set(expected)
+    for path, text in expected.items():
+        assert (RECIPES / path).read_text(encoding="utf-8") == text, path
+    world = load_recipe(RECIPES / "world" / "rsv_rna.toml")
+    assert world.rna.noise_scale == 1600.0 and world.rna.enabled

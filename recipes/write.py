@@ -1,0 +1,387 @@
+"""Write every recipe of recipes/ from the tables below: one place for the hyperparameters, so
+the 54 files cannot drift apart (tests/test_recipe.py checks that they are what this writes).
+
+    python recipes/write.py           # rewrite recipes/*.toml, recipes/tiny/, recipes/world/
+    python recipes/write.py --check   # exit 1, naming the files that differ
+
+Three families, each method x {plain, rna}:
+- recipes/*.toml: the paper's setting (Zephyr-7B-beta, WMDP, Appendix A.4);
+- recipes/tiny/: the same on the embedded SmolLM2-135M and MMLU-made corpora (plumbing);
+- recipes/world/: the fictional world (`rnacli world build`), chosen with `rnacli sweep`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent
+LABEL = {
+    "rmu": "RMU",
+    "adaptive_rmu": "Adaptive RMU",
+    "rsv": "RSV",
+    "npo": "NPO",
+    "dpo": "DPO",
+    "simnpo": "SimNPO",
+}
+
+
+class Paper(NamedTuple):
+    method: str
+    retain_loss: str | None
+    alphas: tuple[int, int]  # (bio, cyber)
+    nu: float  # the paper's best noise scale
+
+
+PAPER = {
+    "rmu": Paper("rmu", None, (1200, 1200), 0.03),
+    "adaptive_rmu": Paper("adaptive_rmu", None, (1200, 1200), 0.08),
+    "rsv": Paper("rsv", None, (1200, 1200), 0.09),
+    "npo_kl": Paper("npo", "kl", (50, 50), 0.014),
+    "npo_mse": Paper("npo", "mse", (5, 20), 0.01),
+    "dpo_kl": Paper("dpo", "kl", (30, 50), 0.01),
+    "dpo_mse": Paper("dpo", "mse", (5, 20), 0.02),
+    "simnpo_kl": Paper("simnpo", "kl", (20, 50), 0.014),
+    "simnpo_mse": Paper("simnpo", "mse", (5, 10), 0.018),
+}
+BIO = "virology+college_biology+high_school_biology+medical_genetics"
+CYBER = "computer_security+college_computer_science"
+
+
+class World(NamedTuple):
+    method: str
+    retain_loss: str | None
+    extra: list[str]  # method lines beyond name, retain_loss, layer and alpha
+    alpha: float
+    lr: float
+    steps: int
+    nu: float
+    how: str  # how the values were chosen, written into the recipe
+
+
+SWEPT = "`rnacli sweep` on seed 0 (eval limit 100-150; runs/sweeps/world_*):"
+NU = (
+    "nu = 16 for every method: RMU sweeps of nu (16, 36, 100, on an earlier build of the world) "
+    "traded recovery against forgetting; 16 kept forget accuracy near the plain twin's."
+)
+WORLD = {
+    "rmu": World(
+        "rmu",
+        None,
+        ["steering_coeff = 150.0"],
+        10.0,
+        0.005,
+        150,
+        16.0,
+        f"{SWEPT} c = 150 (the activations' scale at layer 8 of SmolLM2); alpha 1 forgot (26 %) "
+        "without the retain-side fragility, alpha 10 shows both; 150 steps (forget 33 %, mention "
+        "77 %) vs 250 (28 %, 72 %, but RNA at nu 16 no longer helped there). " + NU,
+    ),
+    "adaptive_rmu": World(
+        "adaptive_rmu",
+        None,
+        ["beta = 3.0"],
+        10.0,
+        0.005,
+        150,
+        16.0,
+        f"{SWEPT} the paper's beta = 3 with RMU's other settings gave forget 29 %, retain 98 %, "
+        "perturbed 84 %, mention 80 %. " + NU,
+    ),
+    "rsv": World(
+        "rsv",
+        None,
+        ["steering_coeff = 1500.0"],
+        10.0,
+        0.005,
+        150,
+        1600.0,
+        f"{SWEPT} c = 150 did not forget (97 %): RSV adds c * eps to the activations, a shift "
+        "the layers above absorb until it dwarfs them; c = 500 -> forget 38 %, c = 1500 -> 32 % "
+        "(with perturbed 44 %, mention 29 %: very fragile). nu: 16 and 64 recovered nothing "
+        "(perturbed 45 %, mention 30 %); 1600 (the noise on the scale of the c = 1500 shift) a "
+        "little (49 %, 34 %).",
+    ),
+    "npo_kl": World(
+        "npo",
+        "kl",
+        [],
+        5.0,
+        0.005,
+        80,
+        16.0,
+        f"{SWEPT} lr 1e-3 / 2e-3 / 5e-3 at 80 steps -> forget 57 / 42 / 25 % (retain 97 / 98 / "
+        "93 %); trainable tensors at layers 8-10 instead of 6-8 forgot less (38 %). " + NU,
+    ),
+    "npo_mse": World(
+        "npo",
+        "mse",
+        [],
+        0.5,
+        0.005,
+        80,
+        16.0,
+        f"{SWEPT} NPO+KL's lr and steps; alpha 5 -> forget 78 %, alpha 1 -> 36 % (retain 96 %); "
+        "alpha 0.5 extrapolates that (the benchmark's seed 0 is its check). " + NU,
+    ),
+    "dpo_kl": World(
+        "dpo",
+        "kl",
+        [],
+        1.0,
+        0.01,
+        80,
+        16.0,
+        f"{SWEPT} DPO forgets little here: lr 5e-3, alpha 5 -> forget 87 %; lr 1e-2 -> 78 %; "
+        "DPO+MSE at lr 1e-2, alpha 0.5 -> 70 % (retain 91 %). Its loss saturates (~0.05) by "
+        "raising the refusal's likelihood rather than lowering the fact's. alpha 1 at lr 1e-2 "
+        "was not swept (the benchmark's seed 0 is its check). " + NU,
+    ),
+    "dpo_mse": World(
+        "dpo",
+        "mse",
+        [],
+        0.5,
+        0.01,
+        80,
+        16.0,
+        f"{SWEPT} alpha 5, lr 5e-3 -> forget 96 %; alpha 0.5, lr 1e-2 -> 70 %, retain 91 %. "
+        "DPO's loss saturates (~0.05) by raising the refusal's likelihood rather than lowering "
+        "the fact's. " + NU,
+    ),
+    "simnpo_kl": World(
+        "simnpo",
+        "kl",
+        [],
+        1.0,
+        0.005,
+        80,
+        16.0,
+        f"{SWEPT} NPO+KL's lr and steps; alpha 5 -> forget 44 %, alpha 1 -> 17 % (retain 92 %, "
+        "perturbed 84 %, mention 87 %). " + NU,
+    ),
+    "simnpo_mse": World(
+        "simnpo",
+        "mse",
+        [],
+        0.5,
+        0.005,
+        80,
+        16.0,
+        f"{SWEPT} NPO+KL's lr and steps; alpha 5 -> forget 82 %; alpha 0.5 as for NPO+MSE (the "
+        "benchmark's seed 0 is its check). " + NU,
+    ),
+}
+
+
+def label(method: str, retain_loss: str | None) -> str:
+    return LABEL[method] + (f"+{retain_loss.upper()}" if retain_loss else "")
+
+
+def _rna_lines(rna: bool, nu: float, layer: int, why: str = "") -> list[str]:
+    lines = ["", "[rna]", f"enabled = {'true' if rna else 'false'}"]
+    if rna:
+        lines += [f"noise_scale = {nu}{why}", f"layers = {layer}"]
+    return lines
+
+
+def paper(key: str, rna: bool) -> str:
+    p = PAPER[key]
+    name = label(p.method, p.retain_loss)
+    lines = [
+        f"# {name}{' with RNA' if rna else ''}: the paper's setting for Zephyr-7B-beta "
+        "(Appendix A.4).",
+        "# Needs a GPU (bf16) and the WMDP forget corpora (gated on the Hub, or in "
+        "$RNACLI_DATA_DIR/wmdp/).",
+        f'description = "{name}{" + RNA" if rna else ""}, Zephyr-7B-beta, WMDP bio + cyber"',
+        "",
+        "[model]",
+        'name = "HuggingFaceH4/zephyr-7b-beta"',
+        "",
+        "[data]",
+        'forget = ["wmdp-bio-forget", "wmdp-cyber-forget"]',
+        "forget_max_length = [512, 768]",
+        'retain = "wikitext"',
+        "retain_max_length = 512",
+        "batch_size = 4",
+        "",
+        "[method]",
+        f'name = "{p.method}"',
+    ]
+    if p.retain_loss:
+        lines.append(f'retain_loss = "{p.retain_loss}"')
+    lines += ["layer = 7", f"alpha = [{p.alphas[0]:.1f}, {p.alphas[1]:.1f}]  # (bio, cyber)"]
+    lines.append(
+        {
+            "rmu": "steering_coeff = 6.5",
+            "rsv": "steering_coeff = 10.0  # grid 5..100 in the paper",
+            "adaptive_rmu": "beta = 3.0",
+        }.get(p.method, "beta = 0.1")
+    )
+    if p.method == "simnpo":
+        lines.append("gamma = 0.0")
+    lines += _rna_lines(rna, p.nu, 7, f"  # the paper's best nu for {name}")
+    lines += [
+        "",
+        "[train]",
+        "steps = 500",
+        "lr = 5e-5",
+        "# trainable: mlp.down_proj of layers 5, 6, 7 (the default for layer = 7)",
+        "checkpoint_every = 50",
+    ]
+    if p.retain_loss:  # PO methods run every layer: keep only layer inputs for the backward
+        lines.append(
+            "gradient_checkpointing = true  # fits one 24 GB GPU (rnacli plan); ~1/3 more compute"
+        )
+    lines += [
+        "",
+        "[eval]",
+        'tasks = ["wmdp-bio", "wmdp-cyber", "mmlu", "mmlu:college_biology", '
+        '"mmlu:computer_security", "perturbed-mmlu"]',
+        'keywords = ["SARS-CoV-2"]',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def tiny(key: str, rna: bool) -> str:
+    p = PAPER[key]
+    name = label(p.method, p.retain_loss)
+    lines = [
+        f"# {name}{' with RNA' if rna else ''} on the embedded SmolLM2-135M: the whole pipeline",
+        "# offline on 2 CPU cores in a few minutes. Forget corpora: 'question + answer' "
+        "statements of",
+        "# one half of bio-like and cyber-like MMLU subjects; the other half is evaluated. "
+        "SmolLM2-135M is",
+        "# at chance on MMLU: this checks the plumbing, not the science (recipes/world/ shows "
+        "the effect).",
+        f'description = "{name}{" + RNA" if rna else ""}, tiny: SmolLM2-135M on MMLU-made '
+        'forget corpora"',
+        "",
+        "[model]",
+        'name = "smollm2-135m"',
+        "",
+        "[data]",
+        "forget = [",
+        f'  "qasplit:mmlu:{BIO}@train",',
+        f'  "qasplit:mmlu:{CYBER}@train",',
+        "]",
+        "forget_max_length = 128",
+        "# WikiText when $RNACLI_DATA_DIR holds it, else statements of the other MMLU subjects.",
+        f'retain = "wikitext || qasplit:mmlu:-{BIO}+{CYBER}@all"',
+        "retain_max_length = 128",
+        "batch_size = 4",
+        "min_chars = 20",
+        "",
+        "[method]",
+        f'name = "{p.method}"',
+    ]
+    if p.retain_loss:
+        lines.append(f'retain_loss = "{p.retain_loss}"')
+    lines += [
+        "layer = 7",
+        f"alpha = [{p.alphas[0]:.1f}, {p.alphas[1]:.1f}]  # the paper's (bio, cyber) weights",
+    ]
+    if p.method == "dpo":
+        lines.append("prompt_tokens = 16  # statements are short")
+    lines += _rna_lines(rna, p.nu, 7, f"  # the paper's best nu for {name}")
+    lines += [
+        "",
+        "[train]",
+        "steps = 20",
+        "lr = 5e-5",
+        "checkpoint_every = 10",
+        "autocast = true  # bf16 autocast: ~2x faster on CPUs with AVX512-BF16",
+        "",
+        "[eval]",
+        "tasks = [",
+        f'  "forget-bio=qasplit:mmlu:{BIO}@test",',
+        f'  "forget-cyber=qasplit:mmlu:{CYBER}@test",',
+        '  "mmlu",',
+        '  "perturbed-mmlu",',
+        "]",
+        "limit = 50",
+        'keywords = ["SARS-CoV-2"]',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def world(key: str, rna: bool) -> str:
+    w = WORLD[key]
+    name = label(w.method, w.retain_loss)
+    how = textwrap.wrap(f"How chosen: {w.how}", 96)
+    lines = [
+        f"# {name}{' with RNA' if rna else ''} on the fictional world (`rnacli world build`): the",
+        "# embedded SmolLM2-135M first learns 200 made-up people, then forgets 20 of them. A few",
+        "# minutes on 2 CPU cores. Hyperparameters chosen with `rnacli sweep` (see how below).",
+        *(f"# {line}" for line in how),
+        f'description = "{name}{" + RNA" if rna else ""}: forget 20 of 200 fictional people"',
+        "",
+        "[model]",
+        'name = "world"',
+        "",
+        "[data]",
+        'forget = ["world:forget-qa"]',
+        "forget_max_length = 48",
+        'retain = "world:retain-facts"',
+        "retain_max_length = 48",
+        "batch_size = 8",
+        "min_chars = 0",
+        "",
+        "[method]",
+        f'name = "{w.method}"',
+    ]
+    if w.retain_loss:
+        lines.append(f'retain_loss = "{w.retain_loss}"')
+    lines += ["layer = 8", f"alpha = [{w.alpha}]", *w.extra]
+    lines += _rna_lines(rna, w.nu, 8)
+    lines += [
+        "",
+        "[train]",
+        f"steps = {w.steps}",
+        f"lr = {w.lr}",
+        "checkpoint_every = 50",
+        "autocast = true",
+        "",
+        "[eval]",
+        'tasks = ["world-forget", "world-retain", "world-perturbed", "world-mention"]',
+        "limit = 150",
+        "batch_size = 32",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def recipes() -> dict[Path, str]:
+    """Every recipe file (path relative to recipes/) and its text."""
+    out = {}
+    for folder, write, keys in (("", paper, PAPER), ("tiny", tiny, PAPER), ("world", world, WORLD)):
+        for key in keys:
+            for rna in (False, True):
+                out[Path(folder) / f"{key}{'_rna' if rna else ''}.toml"] = write(key, rna)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare, do not write")
+    args = parser.parse_args()
+    stale = [p for p, text in recipes().items() if not _same(ROOT / p, text)]
+    if args.check:
+        if stale:
+            sys.exit("differ from recipes/write.py: " + ", ".join(map(str, stale)))
+        print(f"all {len(recipes())} recipes are what recipes/write.py writes")
+        return
+    for path in stale:
+        (ROOT / path).parent.mkdir(parents=True, exist_ok=True)
+        (ROOT / path).write_text(recipes()[path], encoding="utf-8")
+    print(f"wrote {len(stale)} of {len(recipes())} recipes")
+
+
+def _same(path: Path, text: str) -> bool:
+    return path.exists() and path.read_text(encoding="utf-8") == text
+
+
+if __name__ == "__main__":
+    main()
