@@ -140,3 +140,28 @@ def test_step_noise_is_the_same_in_every_process(tiny_model_dir, corpora):
         assert proc.returncode == 0, proc.stderr[-2000:]
         outputs.add(proc.stdout.strip())
     assert len(outputs) == 1
+
+
+def test_rm_noise_leaves_the_expected_retain_gradient_unchanged_po_noise_does_not():
+    # The README's explanation of why RNA repairs little for RM methods: mse(z, z_ref + delta)
+    # is quadratic in delta with a linear cross term, so antithetic draws +delta and -delta
+    # average to the noiseless gradient exactly; RNA then acts only through gradient variance.
+    # The KL of PO methods passes the noised logits through a softmax: the target moves.
+    from rnacli.methods.retain import kl_retain_loss, rm_retain_loss
+
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(6, 6, generator=gen, requires_grad=True)
+    x = torch.randn(2, 5, 6, generator=gen)
+    ref = torch.randn(2, 5, 6, generator=gen)
+    delta = 2.0 * torch.randn(2, 5, 6, generator=gen)
+    mask = torch.ones(2, 5)
+
+    def grad(loss_fn, target):
+        (g,) = torch.autograd.grad(loss_fn(x @ weight, target, mask), weight)
+        return g
+
+    for loss_fn, unchanged in ((rm_retain_loss, True), (kl_retain_loss, False)):
+        plain = grad(loss_fn, ref)
+        antithetic = (grad(loss_fn, ref + delta) + grad(loss_fn, ref - delta)) / 2
+        assert torch.allclose(antithetic, plain, atol=1e-5) == unchanged, loss_fn.__name__
+        assert not torch.allclose(grad(loss_fn, ref + delta), plain, atol=1e-3)
