@@ -72,15 +72,18 @@ def same_questions(base: dict, other: dict, what: str) -> None:
             )
 
 
-def run(recipe_path: Path, seed: int, root: Path, tasks) -> dict:
-    recipe = load_recipe(recipe_path, [f"train.seed={seed}"])
-    run_dir = root / recipe_path.stem / f"seed{seed}"
-    done = (run_dir / CHECKPOINT / "meta.json").exists() and read_meta(run_dir)[
-        "step"
-    ] >= recipe.train.steps
-    if not done:
+def trained(recipe_path: Path, run_dir: Path, overrides: list[str]) -> Path:
+    """`run_dir`, trained from the recipe with `overrides` (resuming; skipped when finished)."""
+    recipe = load_recipe(recipe_path, overrides)
+    meta = run_dir / CHECKPOINT / "meta.json"
+    if not (meta.exists() and read_meta(run_dir)["step"] >= recipe.train.steps):
         train(recipe, run_dir, resume=True)
-    return evaluated(run_dir, tasks)
+    return run_dir
+
+
+def run(recipe_path: Path, seed: int, root: Path, tasks) -> dict:
+    run_dir = root / recipe_path.stem / f"seed{seed}"
+    return evaluated(trained(recipe_path, run_dir, [f"train.seed={seed}"]), tasks)
 
 
 def mean_std(values: list[float]) -> str:

@@ -130,27 +130,29 @@ WORLD = {
     "dpo_kl": World(
         "dpo",
         "kl",
-        [],
+        ["beta = 0.03"],
         1.0,
         0.01,
         80,
         16.0,
-        f"{SWEPT} DPO forgets little here: lr 5e-3, alpha 5 -> forget 87 %; lr 1e-2 -> 78 %; "
-        "DPO+MSE at lr 1e-2, alpha 0.5 -> 70 % (retain 91 %). Its loss saturates (~0.05) by "
-        "raising the refusal's likelihood rather than lowering the fact's. alpha 1 at lr 1e-2 "
-        "was not swept (the benchmark's seed 0 is its check). " + NU,
+        f"{SWEPT} at the paper's beta = 0.1, DPO forgot little (lr 5e-3, alpha 5 -> forget 87 %; "
+        "lr 1e-2, alpha 1 -> 72 %): its loss saturates once the margin passes a few times "
+        "1/beta nats (10 at beta 0.1), which raising the refusal's likelihood alone achieves. "
+        "A smaller beta asks for a margin the refusal cannot supply (seed 0, "
+        "`rnacli train --set method.beta=B` + eval per point): beta 0.03 -> forget 7 %, "
+        "retain 93 %; beta 0.01 -> forget 8 %, retain 88 % (lr 5e-3: 4 %, 85 %). " + NU,
     ),
     "dpo_mse": World(
         "dpo",
         "mse",
-        [],
+        ["beta = 0.03"],
         0.5,
         0.01,
         80,
         16.0,
-        f"{SWEPT} alpha 5, lr 5e-3 -> forget 96 %; alpha 0.5, lr 1e-2 -> 70 %, retain 91 %. "
-        "DPO's loss saturates (~0.05) by raising the refusal's likelihood rather than lowering "
-        "the fact's. " + NU,
+        f"{SWEPT} as DPO+KL: at beta = 0.1 (alpha 0.5, lr 1e-2) forget stayed at 70 % (alpha 5, "
+        "lr 5e-3: 96 %); seed 0, `--set method.beta=B`: beta 0.03 -> forget 16 %, retain 98 %; "
+        "beta 0.01 -> forget 13 %, retain 79 %. " + NU,
     ),
     "simnpo_kl": World(
         "simnpo",
@@ -311,11 +313,15 @@ def tiny(key: str, rna: bool) -> str:
 def world(key: str, rna: bool) -> str:
     w = WORLD[key]
     name = label(w.method, w.retain_loss)
-    how = textwrap.wrap(f"How chosen: {w.how}", 96)
+    # keep "25 %" on one line: a placeholder that textwrap does not break at
+    how = [
+        line.replace("\0", " ")
+        for line in textwrap.wrap(f"How chosen: {w.how}".replace(" %", "\0%"), 96)
+    ]
     lines = [
         f"# {name}{' with RNA' if rna else ''} on the fictional world (`rnacli world build`): the",
         "# embedded SmolLM2-135M first learns 200 made-up people, then forgets 20 of them. A few",
-        "# minutes on 2 CPU cores. Hyperparameters chosen with `rnacli sweep` (see how below).",
+        "# minutes on 2 CPU cores. Hyperparameters chosen by sweeps on the world (see how below).",
         *(f"# {line}" for line in how),
         f'description = "{name}{" + RNA" if rna else ""}: forget 20 of 200 fictional people"',
         "",
