@@ -7,8 +7,9 @@ skipping finished runs under runs/world_effect/) and evaluates on world-forget, 
 world-perturbed and world-mention; the learned world model is evaluated once as the base.
 Prints mean +- std over seeds of: forget accuracy, retain accuracy, perturbed-retain accuracy
 (both forms), the reduction rate vs the base, and the RNA recovery rate vs the plain twin, per
-method and averaged over RM and PO methods, then the issue's acceptance checks (on the
-means over seeds; recovery there is that of the seed means). Writes
+method and averaged over RM and PO methods, a 95 % bootstrap interval (seeds and questions
+resampled together) of the recovery of the seed means, then the issue's acceptance checks (on
+the means over seeds; recovery there is that of the seed means). Writes
 runs/world_effect/summary.json.
 """
 

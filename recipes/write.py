@@ -18,15 +18,9 @@ import textwrap
 from pathlib import Path
 from typing import NamedTuple
 
+from rnacli.recipe import method_label
+
 ROOT = Path(__file__).resolve().parent
-LABEL = {
-    "rmu": "RMU",
-    "adaptive_rmu": "Adaptive RMU",
-    "rsv": "RSV",
-    "npo": "NPO",
-    "dpo": "DPO",
-    "simnpo": "SimNPO",
-}
 
 
 class Paper(NamedTuple):
@@ -183,8 +177,11 @@ WORLD = {
 }
 
 
-def label(method: str, retain_loss: str | None) -> str:
-    return LABEL[method] + (f"+{retain_loss.upper()}" if retain_loss else "")
+def _method_lines(method: str, retain_loss: str | None) -> list[str]:
+    lines = ["", "[method]", f'name = "{method}"']
+    if retain_loss:
+        lines.append(f'retain_loss = "{retain_loss}"')
+    return lines
 
 
 def _rna_lines(rna: bool, nu: float, layer: int, why: str = "") -> list[str]:
@@ -196,7 +193,7 @@ def _rna_lines(rna: bool, nu: float, layer: int, why: str = "") -> list[str]:
 
 def paper(key: str, rna: bool) -> str:
     p = PAPER[key]
-    name = label(p.method, p.retain_loss)
+    name = method_label(p.method, p.retain_loss)
     lines = [
         f"# {name}{' with RNA' if rna else ''}: the paper's setting for Zephyr-7B-beta "
         "(Appendix A.4).",
@@ -213,12 +210,8 @@ def paper(key: str, rna: bool) -> str:
         'retain = "wikitext"',
         "retain_max_length = 512",
         "batch_size = 4",
-        "",
-        "[method]",
-        f'name = "{p.method}"',
     ]
-    if p.retain_loss:
-        lines.append(f'retain_loss = "{p.retain_loss}"')
+    lines += _method_lines(p.method, p.retain_loss)
     lines += ["layer = 7", f"alpha = [{p.alphas[0]:.1f}, {p.alphas[1]:.1f}]  # (bio, cyber)"]
     lines.append(
         {
@@ -254,7 +247,7 @@ def paper(key: str, rna: bool) -> str:
 
 def tiny(key: str, rna: bool) -> str:
     p = PAPER[key]
-    name = label(p.method, p.retain_loss)
+    name = method_label(p.method, p.retain_loss)
     lines = [
         f"# {name}{' with RNA' if rna else ''} on the embedded SmolLM2-135M: the whole pipeline",
         "# offline on 2 CPU cores in a few minutes. Forget corpora: 'question + answer' "
@@ -280,12 +273,8 @@ def tiny(key: str, rna: bool) -> str:
         "retain_max_length = 128",
         "batch_size = 4",
         "min_chars = 20",
-        "",
-        "[method]",
-        f'name = "{p.method}"',
     ]
-    if p.retain_loss:
-        lines.append(f'retain_loss = "{p.retain_loss}"')
+    lines += _method_lines(p.method, p.retain_loss)
     lines += [
         "layer = 7",
         f"alpha = [{p.alphas[0]:.1f}, {p.alphas[1]:.1f}]  # the paper's (bio, cyber) weights",
@@ -316,7 +305,7 @@ def tiny(key: str, rna: bool) -> str:
 
 def world(key: str, rna: bool) -> str:
     w = WORLD[key]
-    name = label(w.method, w.retain_loss)
+    name = method_label(w.method, w.retain_loss)
     # keep "25 %" on one line: a placeholder that textwrap does not break at
     how = [
         line.replace("\0", " ")
@@ -339,12 +328,8 @@ def world(key: str, rna: bool) -> str:
         "retain_max_length = 48",
         "batch_size = 8",
         "min_chars = 0",
-        "",
-        "[method]",
-        f'name = "{w.method}"',
     ]
-    if w.retain_loss:
-        lines.append(f'retain_loss = "{w.retain_loss}"')
+    lines += _method_lines(w.method, w.retain_loss)
     lines += ["layer = 8", f"alpha = [{w.alpha}]", *w.extra]
     lines += _rna_lines(rna, w.nu, 8)
     lines += [

@@ -74,6 +74,22 @@ class DataConfig(_Section):
         return self
 
 
+METHOD_NAMES = {
+    "rmu": "RMU",
+    "adaptive_rmu": "Adaptive RMU",
+    "rsv": "RSV",
+    "npo": "NPO",
+    "dpo": "DPO",
+    "simnpo": "SimNPO",
+}
+
+
+def method_label(name: str, retain_loss: str | None) -> str:
+    """The method as the paper names it: RMU (RM methods), NPO+KL, DPO+MSE, ..."""
+    suffix = "" if retain_loss in (None, "rm") else f"+{retain_loss.upper()}"
+    return METHOD_NAMES.get(name, name) + suffix
+
+
 class MethodConfig(_Section):
     name: Literal["rmu", "adaptive_rmu", "rsv", "npo", "dpo", "simnpo"]
     retain_loss: Literal["rm", "kl", "mse"] | None = None
@@ -110,15 +126,7 @@ class MethodConfig(_Section):
     @property
     def label(self) -> str:
         """The method as the paper names it: RMU, NPO+KL, ..."""
-        names = {
-            "rmu": "RMU",
-            "adaptive_rmu": "Adaptive RMU",
-            "rsv": "RSV",
-            "npo": "NPO",
-            "dpo": "DPO",
-            "simnpo": "SimNPO",
-        }
-        return names[self.name] + ("" if self.family == "rm" else f"+{self.retain_loss.upper()}")
+        return method_label(self.name, self.retain_loss)
 
 
 class RNAConfig(_Section):

@@ -16,6 +16,7 @@ from typing import Any
 from rnacli.errors import RnacliError
 from rnacli.evaluate.metrics import recovery_rate, reduction_rate
 from rnacli.evaluate.results import read_eval
+from rnacli.recipe import method_label
 
 WMDP_AVG = "wmdp-avg"
 
@@ -37,16 +38,7 @@ class Run:
         if not self.recipe:
             return "-"
         m = self.recipe["method"]
-        names = {
-            "rmu": "RMU",
-            "adaptive_rmu": "Adaptive RMU",
-            "rsv": "RSV",
-            "npo": "NPO",
-            "dpo": "DPO",
-            "simnpo": "SimNPO",
-        }
-        suffix = "" if m.get("retain_loss") in (None, "rm") else f"+{m['retain_loss'].upper()}"
-        return names.get(m["name"], m["name"]) + suffix
+        return method_label(m["name"], m.get("retain_loss"))
 
 
 @dataclass
