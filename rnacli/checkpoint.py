@@ -5,9 +5,8 @@ with the base model's id and a hash of the base values of those tensors.
     RUN/checkpoint/meta.json           base model, base hash, step, tensor names
     RUN/checkpoint/optimizer.pt        optimizer state, for --resume
 
-A run folder loads anywhere `rnacli eval` takes a model: the base is loaded, its tensors
-checked against the hash, and the delta applied. `export_full` writes a complete
-`save_pretrained` folder for sharing.
+A run folder loads anywhere `rnacli eval` takes a model (`models.load_run_model`): the base is
+loaded, its tensors checked against the hash, and the delta applied.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rnacli import __version__
 from rnacli.atomic import atomic_dir, write_json
@@ -111,37 +109,3 @@ def apply_delta(model: PreTrainedModel, run_dir: Path, meta: dict[str, Any]) -> 
     with torch.no_grad():
         for name in meta["tensors"]:
             params[name].copy_(delta[name].to(params[name].dtype))
-
-
-def load_run_model(
-    run_dir: Path,
-    *,
-    dtype: str = "auto",
-    device: str = "auto",
-    trust_remote_code: bool = False,
-    load_in: str | None = None,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The base model with the run's delta applied (the trained modules stay unquantized when
-    the base is loaded in 8 or 4 bits)."""
-    from rnacli.models import load_model
-
-    meta = read_meta(run_dir)
-    model, tokenizer = load_model(
-        meta["base_model"],
-        dtype=dtype,
-        device=device,
-        trust_remote_code=trust_remote_code,
-        load_in=load_in,
-        keep_unquantized=[n.rsplit(".", 1)[0] for n in meta["tensors"]],
-    )
-    apply_delta(model, run_dir, meta)
-    return model, tokenizer
-
-
-def export_full(run_dir: Path, out: Path) -> Path:
-    """A complete `save_pretrained` folder (base + delta), for sharing or other tools."""
-    model, tokenizer = load_run_model(run_dir, device="cpu")
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return out

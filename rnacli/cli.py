@@ -400,7 +400,7 @@ def train(
     ] = False,
 ) -> None:
     """Unlearn a model with a recipe; writes a run folder that `rnacli eval` reads."""
-    from rnacli.checkpoint import export_full
+    from rnacli.models import export_full
     from rnacli.recipe import load_recipe
     from rnacli.train import train as run_training
 
@@ -419,7 +419,7 @@ def export(
     out: Annotated[Path, typer.Option(help="Folder for the complete model.")],
 ) -> None:
     """Write base + delta of a run as a complete save_pretrained folder."""
-    from rnacli.checkpoint import export_full
+    from rnacli.models import export_full
 
     stdout.print(f"wrote {export_full(run, out)}")
 

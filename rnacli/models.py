@@ -16,7 +16,10 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rnacli.atomic import atomic_dir
 from rnacli.cache import SMOLLM2_GGUF, WheelAsset, cache_dir, fetch_asset
+from rnacli.checkpoint import apply_delta, read_meta
 from rnacli.errors import RnacliError
+from rnacli.world.generate import parse_spec
+from rnacli.world.store import built_model
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +123,8 @@ def load_model(
     if spec in EMBEDDED_MODELS:
         folder = embedded_model_dir(spec)
     elif spec == "world" or spec.startswith("world["):
-        from rnacli.world.generate import parse_spec
-        from rnacli.world.learn import built_model
-
         folder = built_model(parse_spec(spec))
     elif path.is_dir() and is_run_dir(path):
-        from rnacli.checkpoint import load_run_model  # runs are built on top of this module
-
         return load_run_model(
             path, dtype=dtype, device=device, trust_remote_code=trust_remote_code, load_in=load_in
         )
@@ -240,3 +238,35 @@ def _convert_gguf(gguf_path: Path, folder: Path) -> Path:
             plain.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
     return folder
+
+
+def load_run_model(
+    run_dir: Path,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    load_in: str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base model with the run's delta applied (the trained modules stay unquantized when
+    the base is loaded in 8 or 4 bits)."""
+    meta = read_meta(run_dir)
+    model, tokenizer = load_model(
+        meta["base_model"],
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        load_in=load_in,
+        keep_unquantized=[n.rsplit(".", 1)[0] for n in meta["tensors"]],
+    )
+    apply_delta(model, run_dir, meta)
+    return model, tokenizer
+
+
+def export_full(run_dir: Path, out: Path) -> Path:
+    """A complete `save_pretrained` folder (base + delta), for sharing or other tools."""
+    model, tokenizer = load_run_model(run_dir, device="cpu")
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out

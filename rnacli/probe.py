@@ -36,10 +36,11 @@ from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rnacli.checkpoint import load_delta, read_meta, tensors_hash
+from rnacli.data.encoding import encode_pair
 from rnacli.data.perturb import DEFAULT_KEYWORD, perturb_record, replaced_choice
 from rnacli.data.records import LETTERS, N_CHOICES, QARecord, qa_record
 from rnacli.errors import RnacliError
-from rnacli.evaluate.mcq import choice_loglikelihoods, encode_pair
+from rnacli.evaluate.mcq import choice_loglikelihoods
 from rnacli.evaluate.prompts import CONTINUATIONS, prompt
 from rnacli.models import is_run_dir, load_model, model_label
 

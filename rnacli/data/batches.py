@@ -16,6 +16,7 @@ from functools import lru_cache
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rnacli.data.encoding import encode_pair
 from rnacli.data.records import Document
 from rnacli.errors import RnacliError
 
@@ -99,12 +100,13 @@ def _encode_doc(
     tokenizer: PreTrainedTokenizerBase, doc: Document, max_length: int
 ) -> tuple[list[int], int]:
     """Token ids of a document (at most max_length) and how many leading ones are prompt x.
-    A long prompt loses its start, so that the completion is kept."""
+    A (prompt, completion) pair is split as the evaluator splits it (`encode_pair`); a long
+    prompt loses its start, so that the completion is kept."""
     if isinstance(doc, str):
         ids = _encode(tokenizer, doc)[:max_length]
         return ids, min(_special_prefix(tokenizer), len(ids))
-    prompt = _encode(tokenizer, doc[0])
-    completion = tokenizer(doc[1], add_special_tokens=False)["input_ids"][: max_length - 1]
+    prompt, completion = encode_pair(tokenizer, doc[0], doc[1])
+    completion = completion[: max_length - 1]
     prompt = prompt[max(0, len(prompt) + len(completion) - max_length) :]
     return prompt + completion, len(prompt)
 

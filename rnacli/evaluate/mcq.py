@@ -18,6 +18,7 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rnacli.data.encoding import encode_pair
 from rnacli.data.records import QARecord
 from rnacli.evaluate.metrics import accuracy, accuracy_stderr
 from rnacli.evaluate.prompts import CONTINUATIONS, cloze_prompt, prompt
@@ -43,20 +44,6 @@ class _Request:
     choices: tuple[int, ...]  # which choices this sequence scores
     tokens: list[int]  # model input
     targets: list[list[int]]  # per choice: continuation tokens, scored at the last positions
-
-
-def encode_pair(
-    tokenizer: PreTrainedTokenizerBase, context: str, continuation: str
-) -> tuple[list[int], list[int]]:
-    """lm-eval's `_encode_pair`: trailing spaces move to the continuation; the whole string is
-    encoded and split at the context's length (so merges across the boundary match lm-eval)."""
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = tokenizer(context + continuation)["input_ids"]
-    ctx = tokenizer(context)["input_ids"]
-    return ctx, whole[len(ctx) :]
 
 
 def _requests(

@@ -17,13 +17,14 @@ import torch
 from rich.progress import TextColumn
 
 from rnacli.atomic import atomic_dir, write_json, write_text
-from rnacli.cache import cache_dir
 from rnacli.data.batches import pad_sequences
+from rnacli.data.encoding import encode_pair
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import evaluate_mcq
 from rnacli.models import load_model
 from rnacli.progress import console, make_progress
 from rnacli.world.generate import World, WorldSpec, generate, qa_sets
+from rnacli.world.store import LATEST, world_root
 from rnacli.world.vocab import ATTRIBUTES, MENTION
 
 log = logging.getLogger(__name__)
@@ -53,26 +54,11 @@ class LearnConfig:
 
 
 def world_dir(spec: WorldSpec, config: LearnConfig | None = None) -> Path:
-    config = config or LearnConfig()
-    return cache_dir() / "world" / spec.key / config.key
+    return world_root(spec) / (config or LearnConfig()).key
 
 
 def model_dir(spec: WorldSpec, config: LearnConfig | None = None) -> Path:
     return world_dir(spec, config) / "model"
-
-
-def built_model(spec: WorldSpec) -> Path:
-    """The learned base of `spec` from its latest build, or a clear error."""
-    pointer = cache_dir() / "world" / spec.key / "latest"
-    latest = pointer.read_text().strip() if pointer.exists() else LearnConfig().key
-    folder = cache_dir() / "world" / spec.key / latest / "model"
-    if not (folder / "config.json").exists():
-        args = "" if spec == WorldSpec() else f" --people {spec.people} --seed {spec.seed}"
-        raise RnacliError(
-            f"the world model for {spec.key} is not built yet: run "
-            f"`rnacli world build{args}` (about 12 minutes on 2 CPU cores)"
-        )
-    return folder
 
 
 def trainable_layers(model, first_layer: int) -> list[torch.nn.Parameter]:
@@ -127,12 +113,10 @@ def _length_batches(facts: list, batch_size: int, rng: random.Random) -> list[li
 
 
 def _encode_fact(tokenizer, head: str, tail: str) -> tuple[list[int], list[int]]:
-    """Token ids of head + tail and a target mask over the tail's tokens."""
-    ids = tokenizer(head + tail)["input_ids"]
-    n_head = len(tokenizer(head)["input_ids"])
-    if ids[:n_head] != tokenizer(head)["input_ids"]:  # a merge across the boundary: score all
-        n_head = 0
-    return ids, [0] * n_head + [1] * (len(ids) - n_head)
+    """Token ids of head + tail and a target mask over the tail's tokens, split as the
+    evaluator splits a context and its continuation."""
+    ctx, cont = encode_pair(tokenizer, head, tail)
+    return ctx + cont, [0] * len(ctx) + [1] * len(cont)
 
 
 def _accuracy(model, tokenizer, world: World, limit: int, seed: int) -> float:
@@ -153,7 +137,7 @@ def build(spec: WorldSpec, config: LearnConfig | None = None, *, force: bool = F
     folder = world_dir(spec, config)
     if (folder / "model" / "config.json").exists() and not force:
         console.print(f"world model cached: {folder / 'model'}")
-        write_text(folder.parent / "latest", config.key)
+        write_text(folder.parent / LATEST, config.key)
         return folder / "model"
     world = generate(spec)
     n_templates = len(ATTRIBUTES[0].templates)
@@ -249,7 +233,7 @@ def build(spec: WorldSpec, config: LearnConfig | None = None, *, force: bool = F
                 "accuracy": accuracy,
             },
         )
-    write_text(folder.parent / "latest", config.key)
+    write_text(folder.parent / LATEST, config.key)
     return folder / "model"
 
 
