@@ -255,6 +255,7 @@ class Setting:
     weight: int  # bytes per weight element
     compute: int  # bytes per linear-layer output (2 under bf16 autocast)
     dtype: str
+    autocast: bool = False
 
     @property
     def stream(self) -> int:  # the residual stream stays in the weights' dtype
@@ -263,11 +264,17 @@ class Setting:
 
 def _setting(recipe: Recipe, device: str) -> Setting:
     from rnacli.models import resolve_dtype
+    from rnacli.precision import use_autocast
 
     dtype = resolve_dtype(recipe.model.dtype, torch.device(device))
     weight = torch.empty((), dtype=dtype).element_size()
-    compute = 2 if recipe.train.autocast else weight
-    return Setting(weight, compute, str(dtype).removeprefix("torch."))
+    # Planning for a GPU needs no GPU: "auto" there is bf16 (the weights are bf16 anyway).
+    if device == "cuda":
+        autocast = recipe.train.autocast is not False
+    else:
+        autocast = use_autocast(recipe.train.autocast, torch.device(device))
+    compute = 2 if autocast else weight
+    return Setting(weight, compute, str(dtype).removeprefix("torch."), autocast)
 
 
 @dataclass(frozen=True)
@@ -463,7 +470,7 @@ def _activation_parts(
                 for layer in range(lay.first + 1, lay.top + 1)
             )
             per_token += s.compute * lay.partial_width
-            if recipe.train.autocast and s.weight == 4:
+            if s.autocast and s.weight == 4:
                 # autocast casts each frozen weight to bf16 per call and the linear layer keeps
                 # that copy for its input's gradient: once per pass, for every live layer
                 kept += 2 * sum(_linear_params(arch, i) for i in range(lay.first + 1, lay.top + 1))
@@ -478,7 +485,7 @@ def _activation_parts(
         else:  # the RM losses keep (z - target) in fp32
             per_token += 4 * h
         kept += per_token * p.tokens
-    if recipe.train.autocast and s.weight == 4:
+    if s.autocast and s.weight == 4:
         kept += 2 * sum(_numel(arch.shapes[n]) for n in trainable)  # cached once per step
     biggest = max(passes, key=lambda p: p.tokens)
     # One layer's forward in a no-grad reference pass while everything above is held: gate,

@@ -152,7 +152,8 @@ class TrainConfig(_Section):
     trainable: str | None = None
     optimizer: Literal["adamw", "adamw8bit"] = "adamw"
     checkpoint_every: int = Field(50, ge=1)
-    autocast: bool = False  # bf16 autocast (about 2x faster on CPUs with AVX512-BF16)
+    # bf16 autocast: "auto" uses it where a micro-benchmark finds it faster (rnacli/precision.py)
+    autocast: bool | Literal["auto"] = "auto"
     gradient_checkpointing: bool = False
     # Engineering switches (defaults are the fast, exact ones; tests and benchmarks flip them).
     reference: Literal["delta", "copy"] = "delta"

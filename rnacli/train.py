@@ -17,7 +17,6 @@ import platform
 import re
 import subprocess
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,8 @@ from rnacli.errors import RnacliError
 from rnacli.methods import build_method, build_retain
 from rnacli.models import load_model
 from rnacli.passes import Passes
+from rnacli.precision import autocast as precision_autocast
+from rnacli.precision import cpu_verdict, use_autocast
 from rnacli.progress import console, make_progress
 from rnacli.recipe import Recipe, to_toml
 from rnacli.rna import Noise, resolve_layers
@@ -167,6 +168,8 @@ def environment(device: torch.device, recipe: Recipe, world_size: int) -> dict:
         "transformers": transformers.__version__,
         "accelerate": accelerate.__version__,
         "device": str(device),
+        "autocast_bf16": use_autocast(recipe.train.autocast, device),
+        **({"cpu_matmul": cpu_verdict()} if device.type == "cpu" else {}),
         "world_size": world_size,
         "seed": recipe.train.seed,
         "git_commit": commit,
@@ -304,7 +307,8 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False) -> TrainResult
         log.info("resuming %s from step %d", run_dir, start_step)
     if main:
         _write_run_files(run_dir, recipe, device, world, start_step)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.autocast else nullcontext()
+    bf16 = use_autocast(cfg.autocast, device)
+    autocast = precision_autocast(bf16, device)
     last_saved = start_step
 
     with make_progress(TextColumn("{task.fields[status]}")) as progress:

@@ -89,7 +89,7 @@ def measure_step(recipe: Recipe) -> dict[str, int]:
         checkpoint_head=cfg.checkpoint_head,
     )
     optimizer = make_optimizer(recipe, list(trainable.values()), device)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast is True)
 
     def step(index: int) -> None:
         optimizer.zero_grad(set_to_none=True)
