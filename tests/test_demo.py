@@ -165,7 +165,7 @@ def test_bank_errors_are_one_line(tiny_model_dir, runs, tmp_path):
     with pytest.raises(RnacliError, match="more than one base model"):
         ModelBank.load([str(tiny_model_dir), "smollm2-135m"], device="cpu")
     other = save_tiny(tmp_path / "other-base", seed=1)  # same architecture, other values
-    with pytest.raises(RnacliError, match=r"npo_kl: trained from .*tensor hash mismatch"):
+    with pytest.raises(RnacliError, match=r"npo_kl: trained from .*fingerprint mismatch"):
         ModelBank.load([str(other), str(runs["npo_kl"])], device="cpu")
     moved = tmp_path / "moved"
     (moved / "checkpoint").mkdir(parents=True)

@@ -154,26 +154,29 @@ def test_delta_refuses_a_different_base(tmp_path, tiny_model_dir, corpora):
     run_dir = run(tmp_path, "r", tiny_recipe(tiny_model_dir, corpora, "rmu"))
     meta_path = run_dir / "checkpoint/meta.json"
     meta = json.loads(meta_path.read_text())
-    meta["base_hash"] = "0" * 64
+    meta["base_fingerprint"] = "files-sha256:" + "0" * 64
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(RnacliError, match="differs from the one this run was trained from"):
+    with pytest.raises(RnacliError, match="base model .* differs from it"):
         load_model(str(run_dir), device="cpu")
 
 
 def test_trainable_regex_errors(tmp_path, tiny_model_dir, corpora):
     raw = tiny_recipe(tiny_model_dir, corpora, "rmu", train={"trainable": r"nothing\.here"})
-    with pytest.raises(RnacliError, match="train.trainable: .* matches no parameter"):
+    with pytest.raises(RnacliError, match=r"^x.toml: train.trainable: .* matches no parameter"):
         run(tmp_path, "x", raw)
     raw = tiny_recipe(tiny_model_dir, corpora, "rmu", method={"layer": 40})
-    with pytest.raises(RnacliError, match="method.layer = 40, but the model has 6 layers"):
+    with pytest.raises(RnacliError, match="^y.toml: method.layer = 40, but the model has 6 layers"):
         run(tmp_path, "y", raw)
 
 
 def test_rm_noise_above_the_unlearn_layer_is_refused(tmp_path, tiny_model_dir, corpora):
     raw = tiny_recipe(tiny_model_dir, corpora, "rmu", rna=True)
     raw["rna"]["layers"] = [5]
-    with pytest.raises(RnacliError, match="never reaches an RM method's retain target"):
+    with pytest.raises(RnacliError, match="^x.toml: rna.layers .*never reaches an RM method's"):
         run(tmp_path, "x", raw)
+    raw["rna"]["layers"] = [99]  # the recipe file is named, as for every recipe key
+    with pytest.raises(RnacliError, match=r"^y.toml: rna.layers = \[99\]: layers must lie in"):
+        run(tmp_path, "y", raw)
 
 
 def test_preference_batches_mask_the_prompt(tiny):
