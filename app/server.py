@@ -104,7 +104,8 @@ class _OneLineGradioErrors:
 
         error = sys.exc_info()[1]
         if isinstance(error, Error):
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            text = str(getattr(error, "message", None) or error)
+            first = (text.strip().splitlines() or [type(error).__name__])[0]
             print(f"demo: refused a request: {first[:300]}", file=sys.stderr)
         else:
             self._real.print_exc(*args, **kwargs)
