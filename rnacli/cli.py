@@ -132,7 +132,7 @@ def eval_cmd(
     from rnacli.evaluate.results import EVAL_FILE, is_eval_file, merge_eval
     from rnacli.evaluate.runner import InferenceNoise, evaluate_model
     from rnacli.evaluate.tasks import resolve_tasks
-    from rnacli.outputs import check_file, check_folder
+    from rnacli.outputs import anything, check_file, check_folder
     from rnacli.report import eval_table
 
     _at_least(1, batch_size=batch_size, limit=limit)
@@ -152,7 +152,7 @@ def eval_cmd(
         inputs = [*_spec_paths(models), *([keywords_file] if keywords_file else [])]
         inputs += [p for t in task_docs for p in source_paths(t.source)]
         target = out / EVAL_FILE
-        check_folder(out, writes=[target], inputs=inputs, ours=lambda _: True)
+        check_folder(out, writes=[target], inputs=inputs, ours=anything)
         check_file(target, inputs=inputs, ours=is_eval_file, force=force)
         replace = target.exists() and not is_eval_file(target)
     noise = None
@@ -226,6 +226,7 @@ def sweep(
     ] = None,
     out: Annotated[Path, typer.Option(help="Sweep root folder.")] = Path("runs/sweeps"),
     jobs: Annotated[int, typer.Option(help="Points trained in parallel processes.")] = 1,
+    force: Force = False,
 ) -> None:
     """Train and evaluate every grid point (done points are skipped); table + plot."""
     from rich.table import Table
@@ -234,7 +235,10 @@ def sweep(
     from rnacli.sweep import parse_grid
     from rnacli.sweep import sweep as run_sweep
 
-    summary = run_sweep(recipe, parse_grid(grid), out, jobs=jobs, extra=list(set_ or []))
+    _at_least(1, jobs=jobs)
+    summary = run_sweep(
+        recipe, parse_grid(grid), out, jobs=jobs, extra=list(set_ or []), force=force
+    )
     tasks = list(dict.fromkeys(t for row in summary["points"] for t in row["tasks"]))
     table = Table(title=f"Sweep: {summary['folder']}", title_justify="left")
     for col in [*summary["grid"], *tasks]:

@@ -35,6 +35,12 @@ def names(*patterns: str) -> Ours:
     return check
 
 
+def anything(_folder: Path) -> bool:
+    """For a folder that only ever gains named files (a runs root that `eval --out` adds its
+    eval.json to): whatever else it holds is left alone."""
+    return True
+
+
 def _check_inputs(option: str, writes: Iterable[Path], inputs: Iterable[Path]) -> None:
     """Refuse to create or replace a path that is, or holds, something the command reads."""
     read = [_resolved(i) for i in inputs if Path(i).expanduser().exists()]

@@ -4,12 +4,20 @@ naming the file, the line and the offending byte, never a traceback."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from rnacli.errors import RnacliError
+
+
+def _not_utf8(path: str | os.PathLike, data: bytes, e: UnicodeDecodeError) -> RnacliError:
+    line = data[: e.start].count(b"\n") + 1
+    return RnacliError(
+        f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+        "save the file as UTF-8"
+    )
 
 
 def read_text(path: str | os.PathLike) -> str:
@@ -19,16 +27,22 @@ def read_text(path: str | os.PathLike) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise RnacliError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-            "save the file as UTF-8"
-        ) from None
+        raise _not_utf8(path, data, e) from None
 
 
-def text_stream(path: str | os.PathLike) -> io.StringIO:
-    """`read_text` as a stream of lines split on '\\n' only (as iterating a file does)."""
-    return io.StringIO(read_text(path), newline="")
+def text_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The file's lines, streamed (newlines kept, not translated: for `csv` too); a leading
+    BOM is dropped, bytes that are not UTF-8 are an RnacliError naming the line."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            yield from f
+    except UnicodeDecodeError:
+        data = Path(path).read_bytes()  # the streaming decoder's offsets are per chunk
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise _not_utf8(path, data, e) from None
+        raise
 
 
 def read_json(path: str | os.PathLike) -> object:

@@ -327,7 +327,8 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, *, resume: bool) -> Train
 
     model, tokenizer, trainable = load_for_training(recipe, device)
     base_hash = tensors_hash(trainable)  # of the trained tensors' original values (old readers)
-    fingerprint = base_fingerprint(recipe.model.name, model)  # of the whole base, cached
+    # of the whole base (cached per set of weight files); only the main process saves
+    fingerprint = base_fingerprint(recipe.model.name, model) if main else None
     data = training_data(recipe, tokenizer, rank, world)
     method = build_method(recipe.method, model.config.hidden_size, len(data.forget), cfg.seed)
     retain = build_retain(recipe.method)

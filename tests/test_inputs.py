@@ -4,15 +4,13 @@ part 2); absurd recipe values are refused at validation (part 1)."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from rnacli.cli import main
 from rnacli.data import load_corpus, load_qa
 from rnacli.errors import RnacliError
 from rnacli.recipe import load_recipe
-from tests.conftest import qa_rows
+from tests.conftest import cli_error, qa_rows
 
 RECIPE = """
 [data]
@@ -20,16 +18,6 @@ forget = ["bio.jsonl"]
 [method]
 name = "rmu"
 """
-
-
-def cli_error(monkeypatch, capsys, *args: str) -> str:
-    monkeypatch.setattr(sys, "argv", ["rnacli", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    assert "Traceback" not in err
-    return " ".join(err.split())
 
 
 # --------------------------------------------------------------------------- recipes

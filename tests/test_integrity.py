@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,11 @@ from safetensors.torch import load_file, save_file
 import rnacli.fingerprint as fingerprint_module
 import rnacli.train as train_module
 from rnacli.checkpoint import save_checkpoint
-from rnacli.cli import main
 from rnacli.errors import RnacliError
 from rnacli.models import load_model
 from rnacli.recipe import recipe_from_dict
 from rnacli.train import train
-from tests.conftest import tiny_recipe
+from tests.conftest import cli_error, tiny_recipe
 
 
 def run(tmp_path: Path, name: str, raw: dict, **kwargs) -> Path:
@@ -33,17 +31,6 @@ def run(tmp_path: Path, name: str, raw: dict, **kwargs) -> Path:
 
 def delta(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "checkpoint" / "delta.safetensors"))
-
-
-def cli_error(monkeypatch, capsys, *args: str) -> str:
-    """Run `rnacli ARGS`; assert exit code 2 and no traceback; return the error text."""
-    monkeypatch.setattr(sys, "argv", ["rnacli", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    assert "Traceback" not in err
-    return " ".join(err.split())
 
 
 # --------------------------------------------------------------------------- NaN and inf

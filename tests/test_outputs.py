@@ -7,29 +7,15 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 from pathlib import Path
 
 import pytest
 
 from rnacli.atomic import atomic_dir, write_text
-from rnacli.cli import main
 from rnacli.recipe import recipe_from_dict
 from rnacli.train import train
+from tests.conftest import run_cli as rnacli
 from tests.conftest import tiny_recipe
-
-
-def rnacli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """Run `rnacli ARGS` in-process: (exit code, stderr with whitespace collapsed)."""
-    monkeypatch.setattr(sys, "argv", ["rnacli", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return code, " ".join(err.split())
 
 
 def foreign(folder: Path) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rnacli.errors import RnacliError
-from rnacli.text import read_text, text_stream
+from rnacli.text import read_text, text_lines
 
 Row = tuple[str, Any, str]  # (where, raw row, subject implied by the file name or "")
 
@@ -46,13 +46,13 @@ def iter_rows(path: Path, split: str = "test") -> Iterator[Row]:
 
 def iter_lines(path: Path) -> Iterator[Row]:
     """One document per non-blank line (Wikitext's raw files, refusal sentences)."""
-    for i, line in enumerate(text_stream(path), 1):
+    for i, line in enumerate(text_lines(path), 1):
         if line.strip():
             yield f"{path}:{i}", line.strip(), ""
 
 
 def _iter_jsonl(path: Path) -> Iterator[Row]:
-    for i, line in enumerate(text_stream(path), 1):
+    for i, line in enumerate(text_lines(path), 1):
         if not line.strip():
             continue
         try:
@@ -84,7 +84,7 @@ _MMLU_COLUMNS = ("question", "A", "B", "C", "D", "answer")
 
 
 def _iter_csv(path: Path, subject: str) -> Iterator[Row]:
-    reader = csv.reader(text_stream(path))
+    reader = csv.reader(text_lines(path))
     header: list[str] | None = None
     try:
         for row in reader:
