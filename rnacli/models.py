@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers import logging as hf_logging
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -224,7 +225,7 @@ def _from_pretrained(
         model = AutoModelForCausalLM.from_pretrained(
             folder, dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra
         )
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:  # missing, foreign or truncated files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RnacliError(f"could not load model '{spec}': {first}") from None
     return model, ensure_pad_token(tokenizer)

@@ -332,3 +332,12 @@ def test_resume_repairs_a_torn_last_line_of_the_log(tmp_path, tiny_model_dir, co
     with pytest.raises(RnacliError, match=r"metrics.jsonl:2: damaged line"):
         train(recipe_from_dict({**raw, "train": {**raw["train"], "steps": 5}}, "r.toml"), r,
               resume=True)  # fmt: skip
+
+
+def test_a_truncated_base_model_is_one_line(tmp_path, tiny_model_dir):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(RnacliError, match=f"could not load model '{broken}'"):
+        load_model(str(broken), device="cpu")
