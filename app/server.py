@@ -1,10 +1,17 @@
-"""Load the models once and serve the page (binds to 127.0.0.1 unless told otherwise)."""
+"""Load the models once and serve the page (binds to 127.0.0.1 unless told otherwise).
+
+Hardening beyond what the page itself checks: Gradio's file-upload route is closed (the page
+has no upload), and a request Gradio refuses before our handlers see it (a value not among a
+dropdown's choices, a slider out of range) is one line on the server console, not a traceback.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rnacli.data.perturb import keyword_sets
 from rnacli.errors import RnacliError
@@ -67,6 +74,55 @@ def serve(
     launch(data, host=host, port=port, share=share)
 
 
+class _NoUploads:
+    """ASGI middleware: every request to an upload route (`.../upload`) gets 403, so nothing
+    can be written to the server's disk through the page."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/").rsplit("/", 1)[-1] == "upload":
+            from starlette.responses import PlainTextResponse
+
+            response = PlainTextResponse("uploads are disabled in this demo", status_code=403)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class _OneLineGradioErrors:
+    """Stands in for the `traceback` module inside Gradio's request handling: a gradio.Error
+    (Gradio's own input validation) is printed as one line; any other exception, a bug, keeps
+    its full traceback."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def print_exc(self, *args: Any, **kwargs: Any) -> None:
+        from gradio.exceptions import Error
+
+        error = sys.exc_info()[1]
+        if isinstance(error, Error):
+            text = str(getattr(error, "message", None) or error)
+            first = (text.strip().splitlines() or [type(error).__name__])[0]
+            print(f"demo: refused a request: {first[:300]}", file=sys.stderr)
+        else:
+            self._real.print_exc(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _one_line_gradio_errors() -> None:
+    import gradio.queueing
+    import gradio.routes
+
+    for module in (gradio.queueing, gradio.routes):
+        if getattr(module, "traceback", None) is traceback:
+            module.traceback = _OneLineGradioErrors(traceback)  # type: ignore[attr-defined]
+
+
 def launch(
     data: DemoData,
     *,
@@ -76,11 +132,14 @@ def launch(
     block: bool = True,
 ) -> tuple[gr.Blocks, str]:
     """Serve `data` (from `prepare`); with block=False, return (blocks, url) at once."""
+    from starlette.middleware import Middleware
+
     from app.render import CSS
     from app.ui import build_app, theme
 
     blocks = build_app(data)
     blocks.queue(default_concurrency_limit=1, max_size=64)
+    _one_line_gradio_errors()
     try:
         _, url, _ = blocks.launch(
             server_name=host,
@@ -91,7 +150,8 @@ def launch(
             show_error=False,  # handlers report errors themselves, in one line
             ssr_mode=False,
             pwa=False,
-            max_file_size="1mb",  # the page takes no uploads; this bounds Gradio's upload route
+            max_file_size="1kb",  # the upload route is closed (_NoUploads); this backs it up
+            app_kwargs={"middleware": [Middleware(_NoUploads)]},
             mcp_server=False,
             enable_monitoring=False,
             quiet=False,

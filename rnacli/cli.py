@@ -31,6 +31,33 @@ Models = Annotated[
 DEFAULT_TASKS = (
     "wmdp-bio,wmdp-cyber,mmlu,mmlu:college_biology,mmlu:computer_security,perturbed-mmlu"
 )
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Write into a target that holds other files (never over this command's input).",
+    ),
+]
+
+
+def _at_least(minimum: int, **values: int | None) -> None:
+    """One error line for an option below its minimum (--batch-size 0, --limit 0)."""
+    for name, value in values.items():
+        if value is not None and value < minimum:
+            raise RnacliError(f"--{name.replace('_', '-')} {value}: must be at least {minimum}")
+
+
+def _finite(**values: float | None) -> None:
+    import math
+
+    for name, value in values.items():
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise RnacliError(f"--{name.replace('_', '-')} {value}: expected a finite number >= 0")
+
+
+def _spec_paths(specs: list[str]) -> list[Path]:
+    """Models named by local paths (what a command reads, so must not write over)."""
+    return [Path(s).expanduser() for s in specs if Path(s).expanduser().exists()]
 
 
 def _quiet_libraries() -> None:
@@ -96,13 +123,20 @@ def eval_cmd(
     noise_layers: Annotated[
         str, typer.Option(help="Layers for --inference-noise: 7, 5,6,7, early, middle, late, all.")
     ] = "7",
+    force: Force = False,
 ) -> None:
-    """Evaluate models on WMDP, MMLU and perturbed MMLU; print a table, write eval.json."""
+    """Evaluate models on WMDP, MMLU and perturbed MMLU; print a table, write eval.json.
+    `--out DIR` merges into DIR/eval.json; one that rnacli did not write needs --force."""
     from rnacli.data.perturb import keyword_sets
-    from rnacli.evaluate.results import merge_eval
+    from rnacli.data.sources import source_paths
+    from rnacli.evaluate.results import EVAL_FILE, is_eval_file, merge_eval
     from rnacli.evaluate.runner import InferenceNoise, evaluate_model
     from rnacli.evaluate.tasks import resolve_tasks
+    from rnacli.outputs import anything, check_file, check_folder
     from rnacli.report import eval_table
+
+    _at_least(1, batch_size=batch_size, limit=limit)
+    _finite(inference_noise=inference_noise)
 
     recipe_eval = next((e for e in map(_recipe_eval, models) if e is not None), None)
     if tasks is None:
@@ -113,6 +147,14 @@ def eval_cmd(
         names = [t.strip() for t in tasks.split(",") if t.strip()]
     sets = keyword_sets(keyword or (), keywords_file)
     task_docs = resolve_tasks(names, keyword_sets=sets, limit=limit, seed=seed)
+    replace = False
+    if out is not None:  # checked before the (long) evaluation, not after it
+        inputs = [*_spec_paths(models), *([keywords_file] if keywords_file else [])]
+        inputs += [p for t in task_docs for p in source_paths(t.source)]
+        target = out / EVAL_FILE
+        check_folder(out, writes=[target], inputs=inputs, ours=anything)
+        check_file(target, inputs=inputs, ours=is_eval_file, force=force)
+        replace = target.exists() and not is_eval_file(target)
     noise = None
     if inference_noise is not None:
         noise = InferenceNoise(inference_noise, _parse_layers(noise_layers), seed)
@@ -133,7 +175,7 @@ def eval_cmd(
     ]
     stdout.print(eval_table(entries))
     if out is not None:
-        stdout.print(f"wrote {merge_eval(out, entries)}")
+        stdout.print(f"wrote {merge_eval(out, entries, replace=replace)}")
 
 
 @app.command()
@@ -149,12 +191,21 @@ def report(
     out: Annotated[Path, typer.Option(help="Folder for report.json and report.png.")] = Path(
         "report"
     ),
+    force: Force = False,
 ) -> None:
     """Reduction rate vs the base and RNA recovery rate vs the plain twin, per task."""
     from rnacli.atomic import atomic_path, write_json
     from rnacli.evaluate.comparison import compare
+    from rnacli.outputs import check_folder, names
     from rnacli.report import comparison_plot, comparison_tables
 
+    check_folder(
+        out,
+        writes=[out / "report.json", out / "report.png"],
+        inputs=[*runs, *_spec_paths([base])],
+        ours=names("report.json", "report.png"),
+        force=force,
+    )
     comparison = compare(runs, base)
     for table in comparison_tables(comparison):
         stdout.print(table)
@@ -175,6 +226,7 @@ def sweep(
     ] = None,
     out: Annotated[Path, typer.Option(help="Sweep root folder.")] = Path("runs/sweeps"),
     jobs: Annotated[int, typer.Option(help="Points trained in parallel processes.")] = 1,
+    force: Force = False,
 ) -> None:
     """Train and evaluate every grid point (done points are skipped); table + plot."""
     from rich.table import Table
@@ -183,7 +235,10 @@ def sweep(
     from rnacli.sweep import parse_grid
     from rnacli.sweep import sweep as run_sweep
 
-    summary = run_sweep(recipe, parse_grid(grid), out, jobs=jobs, extra=list(set_ or []))
+    _at_least(1, jobs=jobs)
+    summary = run_sweep(
+        recipe, parse_grid(grid), out, jobs=jobs, extra=list(set_ or []), force=force
+    )
     tasks = list(dict.fromkeys(t for row in summary["points"] for t in row["tasks"]))
     table = Table(title=f"Sweep: {summary['folder']}", title_justify="left")
     for col in [*summary["grid"], *tasks]:
@@ -216,6 +271,7 @@ def sensitivity(
         "sensitivity"
     ),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    force: Force = False,
 ) -> None:
     """Noise sensitivity of each layer over forget samples (Appendix C), base vs unlearned."""
     from rich.table import Table
@@ -223,10 +279,21 @@ def sensitivity(
     from rnacli.atomic import atomic_path, write_json
     from rnacli.data import load_corpus
     from rnacli.data.batches import sample_indices
+    from rnacli.data.sources import source_paths
     from rnacli.evaluate.sensitivity import layer_sensitivity, sensitivity_plot
     from rnacli.models import load_model, model_label
+    from rnacli.outputs import check_folder, names
     from rnacli.rna import resolve_layers
 
+    _at_least(1, samples=samples, max_length=max_length, draws=draws, batch_size=batch_size)
+    _finite(noise_scale=noise_scale)
+    check_folder(
+        out,
+        writes=[out / "sensitivity.json", out / "sensitivity.png"],
+        inputs=[*_spec_paths(models), *source_paths(source)],
+        ours=names("sensitivity.json", "sensitivity.png"),
+        force=force,
+    )
     docs = load_corpus(source)
     docs = [docs[i] for i in sample_indices(len(docs), samples, seed)]
     results: dict[str, dict[int, dict[str, float]]] = {}
@@ -295,6 +362,7 @@ def mine_tokens(
     out: Annotated[Path, typer.Option(help="Folder for keywords.json and the plot.")] = Path(
         "keywords"
     ),
+    force: Force = False,
 ) -> None:
     """Rank forget n-grams by similarity to their document; write most/least/mean keyword sets."""
     from rich.table import Table
@@ -304,11 +372,23 @@ def mine_tokens(
     from rnacli.data.batches import sample_indices
     from rnacli.data.mining import keyword_sets, score_ngrams, sentence_embedder, similarity_plot
     from rnacli.data.records import document_text
+    from rnacli.data.sources import source_paths
+    from rnacli.outputs import check_folder, names
 
     try:
         sizes = [int(n) for n in ngram.split(",") if n.strip()]
     except ValueError:
         raise RnacliError(f"--ngram {ngram}: expected sizes like 2,4,8,16") from None
+    if not sizes or min(sizes) < 1:
+        raise RnacliError(f"--ngram {ngram}: expected sizes of at least 1, like 2,4,8,16")
+    _at_least(1, top=top, max_docs=max_docs, max_ngrams=max_ngrams)
+    check_folder(
+        out,
+        writes=[out / "keywords.json", out / "similarity.png"],
+        inputs=source_paths(corpus),
+        ours=names("keywords.json", "similarity.png"),
+        force=force,
+    )
     docs = [document_text(d) for d in load_corpus(corpus)]
     docs = [docs[i] for i in sample_indices(len(docs), max_docs, seed)]
     embed = sentence_embedder(embedder)
@@ -360,16 +440,34 @@ def export_tasks(
     keywords_file: Annotated[Path | None, typer.Option(help="JSON {set: \\[keywords]}.")] = None,
     limit: Annotated[int | None, typer.Option(help="Seeded sample of N questions.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample and the perturbation.")] = 0,
+    force: Force = False,
 ) -> None:
     """Write lm-eval task YAMLs (with their local data) for rnacli's tasks and perturbed sets:
     `lm_eval --model hf --model_args pretrained=... --include_path OUT --tasks rnacli`."""
     from rnacli.data.perturb import keyword_sets
-    from rnacli.evaluate.harness import write_lm_eval_group
+    from rnacli.data.sources import source_paths
+    from rnacli.evaluate.harness import lm_eval_task_name, write_lm_eval_group
     from rnacli.evaluate.tasks import resolve_tasks
+    from rnacli.outputs import check_folder, names
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    _at_least(1, limit=limit)
+    task_names = [t.strip() for t in tasks.split(",") if t.strip()]
     docs = resolve_tasks(
-        names, keyword_sets=keyword_sets(keyword or (), keywords_file), limit=limit, seed=seed
+        task_names, keyword_sets=keyword_sets(keyword or (), keywords_file), limit=limit, seed=seed
+    )
+    stems = [lm_eval_task_name(t.name) for t in docs]
+    check_folder(
+        out,
+        writes=[
+            out / "_rnacli.yaml",
+            *(out / f"{n}.{ext}" for n in stems for ext in ("yaml", "jsonl")),
+        ],
+        inputs=[
+            *([keywords_file] if keywords_file else []),
+            *(p for t in docs for p in source_paths(t.source)),
+        ],
+        ours=names("_rnacli.yaml", "rnacli_*.yaml", "rnacli_*.jsonl"),
+        force=force,
     )
     written = write_lm_eval_group(out, docs)
     stdout.print(
@@ -398,6 +496,7 @@ def train(
     full: Annotated[
         bool, typer.Option(help="Also export a complete save_pretrained folder (RUN/full).")
     ] = False,
+    force: Force = False,
 ) -> None:
     """Unlearn a model with a recipe; writes a run folder that `rnacli eval` reads."""
     from rnacli.models import export_full
@@ -407,7 +506,7 @@ def train(
     overrides = list(set_ or []) + ([f"train.steps={steps}"] if steps is not None else [])
     config = load_recipe(recipe, overrides)
     run_dir = out or Path("runs") / config.name
-    run_training(config, run_dir, resume=resume)
+    run_training(config, run_dir, resume=resume, force=force)
     if full:
         stdout.print(f"full model: {export_full(run_dir, run_dir / 'full')}")
     stdout.print(f"run: {run_dir}")
@@ -417,11 +516,15 @@ def train(
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
     out: Annotated[Path, typer.Option(help="Folder for the complete model.")],
+    force: Force = False,
 ) -> None:
-    """Write base + delta of a run as a complete save_pretrained folder."""
-    from rnacli.models import export_full
+    """Write base + delta of a run as a complete save_pretrained folder. OUT is replaced as a
+    whole: absent, empty or an earlier export, else --force."""
+    from rnacli.models import export_full, is_run_dir
 
-    stdout.print(f"wrote {export_full(run, out)}")
+    if not is_run_dir(run):
+        raise RnacliError(f"{run}: not a run folder with a checkpoint")
+    stdout.print(f"wrote {export_full(run, out, force=force)}")
 
 
 @app.command()
@@ -466,16 +569,21 @@ def corpus_from_qa(
         ),
     ] = "train",
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    force: Force = False,
 ) -> None:
     """Turn a QA set into 'question + correct answer' statements (a forget corpus) and keep
     the other half of the questions for evaluation."""
     from rnacli.atomic import write_jsonl
     from rnacli.data import load_qa
-    from rnacli.data.sources import SPLITS, split_qa, statements
+    from rnacli.data.sources import SPLITS, source_paths, split_qa, statements
+    from rnacli.outputs import check_file
 
     if split not in SPLITS:
         raise RnacliError(f"--split {split}: expected one of {', '.join(SPLITS)}")
+    check_file(out, inputs=source_paths(source), force=force)
     records = split_qa(load_qa(source), split, seed)
+    if not records:
+        raise RnacliError(f"{source}: no questions (nothing to write)")
     rows = (
         [dict(r) for r in records]
         if split == "test"
@@ -580,12 +688,17 @@ def plan(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the plan as JSON.")
     ] = None,
+    force: Force = False,
 ) -> None:
     """Estimate the peak memory of a training step (weights, reference, gradients, optimizer
     states, activations) from the model's config alone, before any download."""
     from rnacli.atomic import write_json
+    from rnacli.outputs import check_file
     from rnacli.plan import plan as make_plan
     from rnacli.plan import render
+
+    if json_out is not None:
+        check_file(json_out, option="--json", inputs=[recipe], force=force)
 
     result = make_plan(str(recipe), list(set_ or []), gpus, gpu_memory, strategy)
     stdout.print(render(result))
@@ -600,14 +713,27 @@ def perturb(
     keyword: Annotated[list[str] | None, typer.Option(help="Forget keyword (repeatable).")] = None,
     keywords_file: Annotated[Path | None, typer.Option(help="JSON {set: \\[keywords]}.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the replaced choice.")] = 0,
+    force: Force = False,
 ) -> None:
     """Write perturbed copies of a QA set: one wrong choice replaced by a forget keyword."""
     from rnacli.atomic import write_jsonl
     from rnacli.data import load_qa
     from rnacli.data.perturb import keyword_sets, perturb, slug
+    from rnacli.data.sources import source_paths
+    from rnacli.outputs import check_folder, names
 
+    sets = keyword_sets(keyword or (), keywords_file)
+    check_folder(
+        out,
+        writes=[out / f"perturbed-{slug(label)}.jsonl" for label in sets],
+        inputs=[*source_paths(source), *([keywords_file] if keywords_file else [])],
+        ours=names("perturbed-*.jsonl"),
+        force=force,
+    )
     records = load_qa(source)
-    for label, words in keyword_sets(keyword or (), keywords_file).items():
+    if not records:
+        raise RnacliError(f"{source}: no questions to perturb")
+    for label, words in sets.items():
         path = out / f"perturbed-{slug(label)}.jsonl"
         write_jsonl(path, perturb(records, words, seed))
         stdout.print(f"wrote {path} ({len(records)} questions, keywords: {', '.join(words)})")
@@ -645,13 +771,20 @@ def _parse_layers(text: str) -> int | list[int] | str:
 def _recipe_eval(spec: str):
     """The [eval] section of a run folder's recipe, or None for a plain model."""
     path = Path(spec) / "recipe.json"
-    if not path.exists():
+    if not path.is_file():
         return None
-    import json
+    from pydantic import ValidationError
 
     from rnacli.recipe import EvalConfig
+    from rnacli.text import read_json
 
-    return EvalConfig.model_validate(json.loads(path.read_text()).get("eval", {}))
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise RnacliError(f"{path}: expected a JSON object (a run's resolved recipe)")
+    try:
+        return EvalConfig.model_validate(raw.get("eval", {}))
+    except ValidationError as e:
+        raise RnacliError(f"{path}: eval: {e.errors()[0]['msg']}") from None
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ T x T mask per layer.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -137,6 +136,7 @@ def model_config(spec: str, trust_remote_code: bool = False):
     """(transformers config, where it came from) for a recipe's model.name; reads no weights."""
     from transformers import AutoConfig
 
+    from rnacli.checkpoint import read_meta
     from rnacli.models import EMBEDDED_MODELS, embedded_model_dir, is_run_dir
 
     path = Path(spec).expanduser()
@@ -151,7 +151,7 @@ def model_config(spec: str, trust_remote_code: bool = False):
             config, source = model_config(base, trust_remote_code)
             return config, f"{source} (the world's base, {base})"
         if path.is_dir() and is_run_dir(path):
-            meta = json.loads((path / "checkpoint" / "meta.json").read_text())
+            meta = read_meta(path)
             return model_config(meta["base_model"], trust_remote_code)
         if path.is_file() and path.suffix == ".gguf":
             config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)

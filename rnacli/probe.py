@@ -35,14 +35,14 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rnacli.checkpoint import load_delta, read_meta, tensors_hash
+from rnacli.checkpoint import checked_delta, read_meta
 from rnacli.data.encoding import encode_pair
 from rnacli.data.perturb import DEFAULT_KEYWORD, perturb_record, replaced_choice
 from rnacli.data.records import LETTERS, N_CHOICES, QARecord, qa_record
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import choice_loglikelihoods
 from rnacli.evaluate.prompts import CONTINUATIONS, prompt
-from rnacli.models import is_run_dir, load_model, model_label
+from rnacli.models import base_fingerprint, is_run_dir, load_model, model_label
 
 # Input limits for text typed in the browser. The question limit is above MMLU's longest
 # question (4,671 characters) so that every MMLU question can be edited and sent back.
@@ -229,10 +229,12 @@ class ModelBank:
         rss_before = process_rss()
         model, tokenizer = load_model(base_spec, dtype=dtype, device=device)
         params = dict(model.named_parameters())
+        fingerprinted = any("base_fingerprint" in m for m in metas.values())
+        fingerprint = base_fingerprint(base_spec, model) if fingerprinted else None
         base = Variant(label=model_label(base_spec), spec=base_spec, method="base", is_base=True)
         variants, deltas, taken = [base], {base.label: {}}, {base.label}
         for run, meta in metas.items():
-            delta = _checked_delta(run, meta, params, base_spec)
+            delta = checked_delta(run, meta, params, base_spec, fingerprint)
             label = _unique(model_label(str(run)), taken)
             variants.append(
                 Variant(
@@ -358,35 +360,6 @@ class ModelBank:
             with torch.no_grad():
                 for name in delta:
                     self._params[name].copy_(self._originals[name])
-
-
-def _checked_delta(
-    run: Path, meta: dict[str, Any], params: dict[str, torch.Tensor], base_spec: str
-) -> dict[str, torch.Tensor]:
-    """The run's delta, converted to the model's dtype/device, after checking that it was
-    trained from this very base (tensor names, shapes, and the base values' hash)."""
-    names = list(meta.get("tensors", []))
-    missing = [n for n in names if n not in params]
-    if missing:
-        raise RnacliError(f"{run}: the base model '{base_spec}' has no tensor {missing[0]}")
-    if tensors_hash({n: params[n] for n in names}) != meta.get("base_hash"):
-        raise RnacliError(
-            f"{run}: trained from '{meta.get('base_model')}', which differs from the base model "
-            f"'{base_spec}' loaded for the demo (tensor hash mismatch); all runs must share "
-            "one base model"
-        )
-    delta = load_delta(run)
-    out = {}
-    for name in names:
-        if name not in delta:
-            raise RnacliError(f"{run}: delta.safetensors has no tensor {name}")
-        if tuple(delta[name].shape) != tuple(params[name].shape):
-            raise RnacliError(
-                f"{run}: tensor {name} has shape {tuple(delta[name].shape)}, the base model's "
-                f"has {tuple(params[name].shape)}"
-            )
-        out[name] = delta[name].to(dtype=params[name].dtype, device=params[name].device)
-    return out
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

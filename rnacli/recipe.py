@@ -3,7 +3,9 @@
 Sections: [model], [data], [method], [rna], [train], [eval]. Unknown keys, wrong types and
 out-of-range values are one error line naming the file and the key. `--set key=value`
 overrides any key (the value is read as TOML: `--set train.lr=1e-5`, `--set rna.layers=[5,6]`,
-`--set data.retain=wikitext`).
+`--set data.retain=wikitext`). Numbers must be finite (no `nan`, `inf`) and below sane upper
+bounds (`MAX`), so that an absurd value is refused at once instead of poisoning or hanging a
+run.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from rnacli.errors import RnacliError
+from rnacli.text import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,8 +39,17 @@ DEFAULT_EVAL_TASKS = [
 ]
 
 
+# Upper bounds: far above any sensible setting, low enough that a typo cannot hang a run
+# (a batch of 1e9 sequences) or make every update overflow (lr = 1e3).
+MAX_LENGTH = 1 << 20  # tokens per sequence
+MAX_BATCH = 4096
+MAX_STEPS = 10_000_000
+MAX_LR = 1.0
+MAX_COEFF = 1e6  # alpha, steering coefficient, beta, gamma, RNA's variance
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -53,9 +65,9 @@ class DataConfig(_Section):
     forget: list[str] = Field(min_length=1)
     forget_max_length: int | list[int] = 512
     retain: str = "wikitext"
-    retain_max_length: int = Field(512, ge=8)
+    retain_max_length: int = Field(512, ge=8, le=MAX_LENGTH)
     refusal: str = "idk"
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, le=MAX_BATCH)
     max_samples: int | None = Field(None, ge=1)
     min_chars: int = Field(50, ge=0)
 
@@ -70,6 +82,8 @@ class DataConfig(_Section):
             )
         if min(lengths) < 8:
             raise ValueError("forget_max_length: must be >= 8 tokens")
+        if max(lengths) > MAX_LENGTH:
+            raise ValueError(f"forget_max_length: must be <= {MAX_LENGTH} tokens")
         self.forget_max_length = lengths
         return self
 
@@ -93,12 +107,12 @@ def method_label(name: str, retain_loss: str | None) -> str:
 class MethodConfig(_Section):
     name: Literal["rmu", "adaptive_rmu", "rsv", "npo", "dpo", "simnpo"]
     retain_loss: Literal["rm", "kl", "mse"] | None = None
-    layer: int = Field(7, ge=0)
+    layer: int = Field(7, ge=0, le=10_000)
     alpha: float | list[float] = 1.0
-    steering_coeff: float | None = Field(None, gt=0)
-    beta: float | None = Field(None, gt=0)
-    gamma: float = 0.0
-    prompt_tokens: int = Field(32, ge=1)
+    steering_coeff: float | None = Field(None, gt=0, le=MAX_COEFF)
+    beta: float | None = Field(None, gt=0, le=MAX_COEFF)
+    gamma: float = Field(0.0, ge=-MAX_COEFF, le=MAX_COEFF)
+    prompt_tokens: int = Field(32, ge=1, le=MAX_LENGTH)
 
     @model_validator(mode="after")
     def _defaults(self) -> MethodConfig:
@@ -117,6 +131,8 @@ class MethodConfig(_Section):
         alphas = [self.alpha] if isinstance(self.alpha, float | int) else self.alpha
         if any(a < 0 for a in alphas):
             raise ValueError("alpha: retain weights must be >= 0")
+        if any(a > MAX_COEFF for a in alphas):
+            raise ValueError(f"alpha: retain weights must be <= {MAX_COEFF:g}")
         return self
 
     @property
@@ -131,7 +147,7 @@ class MethodConfig(_Section):
 
 class RNAConfig(_Section):
     enabled: bool = False
-    noise_scale: float = Field(0.0, ge=0)  # nu, the variance of the noise
+    noise_scale: float = Field(0.0, ge=0, le=MAX_COEFF)  # nu, the variance of the noise
     layers: int | list[int] | Literal["early", "middle", "late", "all"] | None = None
 
     @model_validator(mode="after")
@@ -142,16 +158,16 @@ class RNAConfig(_Section):
 
 
 class TrainConfig(_Section):
-    steps: int = Field(500, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    grad_accum: int = Field(1, ge=1)
+    steps: int = Field(500, ge=1, le=MAX_STEPS)
+    lr: float = Field(5e-5, gt=0, le=MAX_LR)
+    weight_decay: float = Field(0.01, ge=0, le=10.0)
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH)
     max_grad_norm: float | None = Field(None, gt=0)
     seed: int = 0
     # Regex over parameter names; default: mlp.down_proj of layers l-2..l (the paper's choice).
     trainable: str | None = None
     optimizer: Literal["adamw", "adamw8bit"] = "adamw"
-    checkpoint_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(50, ge=1, le=MAX_STEPS)
     # bf16 autocast: "auto" uses it where a micro-benchmark finds it faster (rnacli/precision.py)
     autocast: bool | Literal["auto"] = "auto"
     gradient_checkpointing: bool = False
@@ -167,7 +183,7 @@ class EvalConfig(_Section):
     tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_EVAL_TASKS))
     limit: int | None = Field(None, ge=1)
     keywords: list[str] = Field(default_factory=lambda: ["SARS-CoV-2"])
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, le=MAX_BATCH)
     seed: int = 0
 
 
@@ -180,6 +196,12 @@ class Recipe(_Section):
     rna: RNAConfig = Field(default_factory=RNAConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    _source: str = PrivateAttr("recipe")  # the file it was read from, for error lines
+
+    @property
+    def source(self) -> str:
+        """The recipe file (errors found later, e.g. against the model, name it)."""
+        return self._source
 
     @model_validator(mode="after")
     def _alphas(self) -> Recipe:
@@ -270,9 +292,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe; any problem is one RnacliError line."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_text(path))
     except FileNotFoundError:
         raise RnacliError(f"{path}: no such recipe") from None
+    except IsADirectoryError:
+        raise RnacliError(f"{path}: is a folder, expected a recipe file (.toml)") from None
     except tomllib.TOMLDecodeError as e:
         raise RnacliError(f"{path}: invalid TOML: {e}") from None
     overridden = set()
@@ -292,6 +316,7 @@ def recipe_from_dict(
         raise RnacliError(_error_line(source, e, overridden or set())) from None
     if recipe.name is None:
         recipe.name = Path(source).stem
+    recipe._source = source
     return recipe
 
 

@@ -20,6 +20,7 @@ from rnacli.checkpoint import CHECKPOINT, read_meta
 from rnacli.data.perturb import keyword_sets, slug
 from rnacli.errors import RnacliError
 from rnacli.evaluate.results import EVAL_FILE, read_eval
+from rnacli.outputs import anything, check_folder, names
 from rnacli.progress import console, progress_bar
 from rnacli.recipe import Recipe, load_recipe, parse_override
 
@@ -121,11 +122,16 @@ def sweep(
     *,
     jobs: int = 1,
     extra: list[str] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Run every grid point not done yet; return (and write) the sweep summary."""
+    """Run every grid point not done yet; return (and write) the sweep summary. `force`
+    writes into a sweep folder that holds other files."""
     extra = list(extra or [])
     base = load_recipe(recipe_path, extra)
     folder = root / base.name
+    # a sweep folder holds its point folders and sweep.json/png (points resume where done)
+    check_folder(root, ours=anything)
+    check_folder(folder, ours=names("*=*", "sweep.json", "sweep.png"), force=force)
     todo = []
     for point in points(grid):
         recipe = load_recipe(recipe_path, extra + overrides(point))  # validates every point

@@ -28,9 +28,12 @@ from rnacli import __version__
 from rnacli.atomic import append_jsonl, write_json, write_jsonl, write_text
 from rnacli.checkpoint import (
     CHECKPOINT,
+    first_nonfinite,
+    hold_run,
     load_delta,
     load_optimizer_state,
     read_meta,
+    recover,
     save_checkpoint,
     tensors_hash,
 )
@@ -39,13 +42,15 @@ from rnacli.data.batches import TrainingData, sample_indices, stable_seed
 from rnacli.data.records import Document, document_text
 from rnacli.errors import RnacliError
 from rnacli.methods import build_method, build_retain
-from rnacli.models import load_model
+from rnacli.models import base_fingerprint, load_model
+from rnacli.outputs import check_folder, names
 from rnacli.passes import Passes
 from rnacli.precision import autocast as precision_autocast
 from rnacli.precision import cpu_verdict, use_autocast
 from rnacli.progress import console, make_progress
 from rnacli.recipe import Recipe, to_toml
 from rnacli.rna import Noise, resolve_layers
+from rnacli.text import read_json
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
@@ -57,12 +62,15 @@ def default_trainable(layer: int) -> str:
     return rf"\.layers\.({layers})\.mlp\.down_proj\.weight$"
 
 
-def select_trainable(model: nn.Module, pattern: str) -> dict[str, nn.Parameter]:
-    """Freeze everything, then unfreeze the tensors whose name matches `pattern`."""
+def select_trainable(
+    model: nn.Module, pattern: str, key: str = "train.trainable"
+) -> dict[str, nn.Parameter]:
+    """Freeze everything, then unfreeze the tensors whose name matches `pattern` (errors name
+    `key`, e.g. 'recipe.toml: train.trainable')."""
     try:
         regex = re.compile(pattern)
     except re.error as e:
-        raise RnacliError(f"train.trainable: invalid regex {pattern!r} ({e})") from None
+        raise RnacliError(f"{key}: invalid regex {pattern!r} ({e})") from None
     chosen = {}
     for name, param in model.named_parameters():
         param.requires_grad_(bool(regex.search(name)))
@@ -71,7 +79,7 @@ def select_trainable(model: nn.Module, pattern: str) -> dict[str, nn.Parameter]:
     if not chosen:
         sample = ", ".join(n for n, _ in list(model.named_parameters())[:3])
         raise RnacliError(
-            f"train.trainable: {pattern!r} matches no parameter (names look like: {sample}, ...)"
+            f"{key}: {pattern!r} matches no parameter (names look like: {sample}, ...)"
         )
     return chosen
 
@@ -178,6 +186,12 @@ def environment(device: torch.device, recipe: Recipe, world_size: int) -> dict:
     }
 
 
+# What a run folder holds (a folder holding only these is a run, to resume or to start in).
+RUN_FOLDER = names(
+    "recipe.toml", "recipe.json", "env.json", "metrics.jsonl", CHECKPOINT, "eval.json", "full"
+)
+
+
 def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> int:
     """Check the folder against --resume; return the step to start from."""
     has_checkpoint = (run_dir / CHECKPOINT / "meta.json").exists()
@@ -192,7 +206,12 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> int:
     if not has_checkpoint:
         log.info("%s: no checkpoint yet, starting from step 0", run_dir)
         return 0
-    saved = json.loads((run_dir / "recipe.json").read_text())
+    saved_path = run_dir / "recipe.json"
+    if not saved_path.is_file():
+        raise RnacliError(f"--resume: {saved_path} is missing (the run folder is damaged)")
+    saved = read_json(saved_path)
+    if not isinstance(saved, dict):
+        raise RnacliError(f"--resume: {saved_path}: expected a JSON object")
     now = recipe.to_dict()
     for section in ("model", "data", "method", "rna", "train"):
         for key in set(saved.get(section, {})) | set(now.get(section, {})):
@@ -205,6 +224,17 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> int:
                     f"{now.get(section, {}).get(key)!r} now)"
                 )
     return int(read_meta(run_dir)["step"])
+
+
+def checkpoint_mode(model: nn.Module) -> None:
+    """Training mode only for the modules that decide whether to checkpoint (transformers
+    recomputes a layer in backward only in training mode); every other module, dropout and
+    attention dropout included, stays in eval mode. Gradient checkpointing then changes memory,
+    never the numbers: the policy and the reference passes stay deterministic."""
+    model.eval()
+    for module in model.modules():
+        if getattr(module, "gradient_checkpointing", False):
+            module.training = True
 
 
 def load_for_training(recipe: Recipe, device: torch.device):
@@ -225,11 +255,11 @@ def load_for_training(recipe: Recipe, device: torch.device):
     n_layers = model.config.num_hidden_layers
     if recipe.method.layer >= n_layers:
         raise RnacliError(
-            f"method.layer = {recipe.method.layer}, but the model has {n_layers} "
-            f"layers (0..{n_layers - 1})"
+            f"{recipe.source}: method.layer = {recipe.method.layer}, but the model has "
+            f"{n_layers} layers (0..{n_layers - 1})"
         )
     pattern = recipe.train.trainable or default_trainable(recipe.method.layer)
-    trainable = select_trainable(model, pattern)
+    trainable = select_trainable(model, pattern, f"{recipe.source}: train.trainable")
     n_params, total = sum(p.numel() for p in trainable.values()), model.num_parameters()
     log.info(
         "trainable: %d tensors, %s parameters (%.2f%% of %s)",
@@ -244,7 +274,7 @@ def load_for_training(recipe: Recipe, device: torch.device):
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        model.train()  # transformers checkpoints layers only in training mode
+        checkpoint_mode(model)
     return model, tokenizer, trainable
 
 
@@ -269,27 +299,51 @@ class TrainResult:
     rank: int = 0
 
 
-def train(recipe: Recipe, run_dir: Path, *, resume: bool = False) -> TrainResult:
-    """Unlearn with `recipe`; only the main process writes the run folder."""
+def train(
+    recipe: Recipe, run_dir: Path, *, resume: bool = False, force: bool = False
+) -> TrainResult:
+    """Unlearn with `recipe`; only the main process writes the run folder (and holds its lock,
+    so that a second trainer in the same folder is refused). `force` starts a run in a folder
+    that holds other files."""
     from accelerate import Accelerator
 
-    cfg = recipe.train
     accelerator = Accelerator(cpu=recipe.model.device == "cpu")
+    lock = None
+    if accelerator.is_main_process:
+        check_folder(run_dir, ours=RUN_FOLDER, force=force)  # before anything is written there
+        lock = hold_run(run_dir)
+        for line in recover(run_dir, locked=True):  # an interrupted save, left-over temp files
+            console.print(f"[yellow]{line}[/]", highlight=False)
+    accelerator.wait_for_everyone()
+    try:
+        return _train(recipe, run_dir, accelerator, resume=resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(recipe: Recipe, run_dir: Path, accelerator, *, resume: bool) -> TrainResult:
+    cfg = recipe.train
     main, device = accelerator.is_main_process, accelerator.device
     rank, world = accelerator.process_index, accelerator.num_processes
     start_step = _prepare_run_dir(run_dir, recipe, resume)
 
     model, tokenizer, trainable = load_for_training(recipe, device)
-    base_hash = tensors_hash(trainable)  # of the original values, checked when a run loads
+    base_hash = tensors_hash(trainable)  # of the trained tensors' original values (old readers)
+    # of the whole base (cached per set of weight files); only the main process saves
+    fingerprint = base_fingerprint(recipe.model.name, model) if main else None
     data = training_data(recipe, tokenizer, rank, world)
     method = build_method(recipe.method, model.config.hidden_size, len(data.forget), cfg.seed)
     retain = build_retain(recipe.method)
     noise_layers = resolve_layers(
-        recipe.rna.layers, model.config.num_hidden_layers, recipe.method.layer
+        recipe.rna.layers,
+        model.config.num_hidden_layers,
+        recipe.method.layer,
+        key=f"{recipe.source}: rna.layers",
     )
     if recipe.rna.enabled and method.family == "rm" and min(noise_layers) > recipe.method.layer:
         raise RnacliError(
-            f"rna.layers = {recipe.rna.layers!r}: noise above method.layer = "
+            f"{recipe.source}: rna.layers = {recipe.rna.layers!r}: noise above method.layer = "
             f"{recipe.method.layer} never reaches an RM method's retain target"
         )
     passes = Passes(
@@ -311,6 +365,16 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False) -> TrainResult
     autocast = precision_autocast(bf16, device)
     last_saved = start_step
 
+    def stopped(step: int, what: str) -> RnacliError:
+        kept = (
+            f"The last good checkpoint (step {last_saved}) is kept in {run_dir / CHECKPOINT}."
+            if last_saved
+            else "No checkpoint was written (the run stopped before its first save)."
+        )
+        return RnacliError(
+            f"step {step}: {what}; stopped. {kept} Try a lower train.lr or method coefficient."
+        )
+
     with make_progress(TextColumn("{task.fields[status]}")) as progress:
         bar = progress.add_task(
             f"{recipe.name} ({recipe.method.label}{' + RNA' if recipe.rna.enabled else ''})",
@@ -331,11 +395,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False) -> TrainResult
                     )
                 if not all(math.isfinite(v) for v in values.values()):
                     shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
-                    raise RnacliError(
-                        f"step {step + 1}: loss is not finite ({shown}); stopped. The last good "
-                        f"checkpoint (step {last_saved}) is kept in {run_dir / CHECKPOINT}. "
-                        "Try a lower train.lr or method coefficient."
-                    )
+                    raise stopped(step + 1, f"loss is not finite ({shown})")
                 (loss / cfg.grad_accum).backward()
                 for k, v in values.items():
                     logged[k] += v / cfg.grad_accum
@@ -345,6 +405,11 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False) -> TrainResult
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(trainable.values(), cfg.max_grad_norm)
             optimizer.step()
+            # A finite loss can still come with an update that poisons the weights (lr = inf,
+            # an overflowing gradient): checked on the few trained tensors, every step.
+            bad = first_nonfinite(dict(trainable))
+            if bad is not None:
+                raise stopped(step + 1, f"the update made {bad} NaN or infinite")
             seconds = time.perf_counter() - began
             if main:
                 append_jsonl(
@@ -371,6 +436,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False) -> TrainResult
                         run_dir,
                         base_model=_portable_spec(recipe.model.name),
                         base_hash=base_hash,
+                        base_fingerprint=fingerprint,
                         tensors=dict(trainable),
                         step=step + 1,
                         optimizer_state=optimizer.state_dict(),
@@ -416,11 +482,28 @@ def _portable_spec(spec: str) -> str:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint we resume from (they will be recomputed)."""
+    """Drop log lines past the checkpoint we resume from (they will be recomputed). A torn
+    last line (a kill mid-write) is dropped with a note; a damaged line before it is an error."""
     if not path.exists():
         return
     if step == 0:
         path.unlink()
         return
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    write_jsonl(path, [r for r in rows if r.get("step", 0) <= step])
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise RnacliError(f"{path}: not UTF-8 text (byte {e.start}); the log is damaged") from None
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if any(rest.strip() for rest in lines[i:]):
+                raise RnacliError(f"{path}:{i}: damaged line (invalid JSON)") from None
+            log.warning("%s:%d: dropped a torn last line (a run stopped mid-write)", path, i)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    write_jsonl(path, [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= step])

@@ -44,6 +44,31 @@ def tiny(tiny_model_dir):
     return load_model(str(tiny_model_dir), device="cpu")
 
 
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
+    """Run `rnacli ARGS` in-process as the console script does: (exit code, stderr with its
+    whitespace collapsed). A traceback on stderr fails the test."""
+    import sys
+
+    from rnacli.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["rnacli", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, " ".join(err.split())
+
+
+def cli_error(monkeypatch, capsys, *args) -> str:
+    """`run_cli` for a command that must fail with one error line and exit code 2."""
+    code, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2, err
+    return err
+
+
 def qa_rows(n: int = 12) -> list[dict]:
     subjects = ["college_biology", "computer_security", "virology"]
     return [

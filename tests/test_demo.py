@@ -165,7 +165,7 @@ def test_bank_errors_are_one_line(tiny_model_dir, runs, tmp_path):
     with pytest.raises(RnacliError, match="more than one base model"):
         ModelBank.load([str(tiny_model_dir), "smollm2-135m"], device="cpu")
     other = save_tiny(tmp_path / "other-base", seed=1)  # same architecture, other values
-    with pytest.raises(RnacliError, match=r"npo_kl: trained from .*tensor hash mismatch"):
+    with pytest.raises(RnacliError, match=r"npo_kl: trained from .*fingerprint mismatch"):
         ModelBank.load([str(other), str(runs["npo_kl"])], device="cpu")
     moved = tmp_path / "moved"
     (moved / "checkpoint").mkdir(parents=True)
@@ -472,3 +472,28 @@ def test_main_reports_errors_in_one_line(tmp_path, capsys):
     assert main(["smollm2-135m", "--keywords", str(missing), "--port", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {missing}: no such keywords file"
+
+
+def test_the_upload_route_is_closed(client):
+    """The page takes no files: Gradio's upload route answers 403 and stores nothing."""
+    import httpx
+
+    base = client.src.rstrip("/")
+    for route in ("/gradio_api/upload", "/gradio_api/upload/", "/upload"):
+        response = httpx.post(base + route, files={"files": ("a.txt", b"x" * 100)})
+        assert response.status_code == 403, (route, response.status_code)
+    assert httpx.get(base + "/").status_code == 200  # the page itself is served
+
+
+def test_refused_requests_are_one_line_on_the_server_console(client, capfd):
+    """Gradio's own validation (a value not among a dropdown's choices) printed a traceback
+    on the server console; now one line."""
+    from gradio_client.exceptions import AppError
+
+    capfd.readouterr()
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict("mmlu", 99, api_name="/question")
+    console = capfd.readouterr()
+    text = console.out + console.err
+    assert "Traceback" not in text
+    assert "demo: refused a request: Value: 99 is not in the list of choices" in text

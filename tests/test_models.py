@@ -64,6 +64,45 @@ def test_embedded_default_converts_once_to_a_plain_model(monkeypatch):
     assert model.config.num_hidden_layers == 30
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert tok("Answer: A")["input_ids"][-1] == tok(" A")["input_ids"][0]
+    # the GGUF declares the `smollm` pre-tokenizer (digits split off first), as SmolLM2's own
+    # tokenizer.json: "\n\n" stays one token before a digit (the generic byte-level
+    # pre-tokenizer gave [198, 198, 34])
+    assert tok("\n\n2")["input_ids"] == [1116, 34]
+    assert tok.convert_ids_to_tokens(tok("In 2024")["input_ids"]) == ["In", "Ġ", "2", "0", "2", "4"]
+    assert folder.name == "smollm2-135m-v2"  # conversions before the fix are not reused
+
+
+def test_the_gguf_pre_tokenizer_is_applied():
+    from rnacli.models import apply_gguf_pre_tokenizer
+    from tests.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+
+    def pieces(text: str) -> list[str]:
+        return [p for p, _ in tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)]
+
+    assert pieces("a\n\n2") == ["a", "Ċ", "Ċ", "2"]  # GPT-2's regex alone splits the "\n\n"
+    apply_gguf_pre_tokenizer(tok, "some-other-pre")
+    assert pieces("a\n\n2") == ["a", "Ċ", "Ċ", "2"]  # unknown names: left as transformers built
+    apply_gguf_pre_tokenizer(tok, "smollm")
+    assert pieces("a\n\n2 x42") == ["a", "ĊĊ", "2", "Ġx", "4", "2"]
+
+
+def test_an_older_conversion_is_left_in_place_and_not_reused(tmp_path, monkeypatch, caplog):
+    import rnacli.models as models
+
+    old = tmp_path / "cache" / "models" / "smollm2-135m"
+    old.mkdir(parents=True)
+    (old / "config.json").write_text("{}")
+    monkeypatch.setenv("RNACLI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(models, "fetch_asset", lambda asset: tmp_path / "x.gguf")
+    converted = []
+    monkeypatch.setattr(models, "_convert_gguf", lambda src, dst: converted.append(dst) or dst)
+    folder = models.embedded_model_dir("smollm2-135m")
+    assert folder == tmp_path / "cache" / "models" / f"smollm2-135m-v{models.CONVERSION}"
+    assert converted == [folder]
+    assert (old / "config.json").exists()  # the user's cache is not deleted behind their back
+    assert "an older conversion of smollm2-135m" in caplog.text
 
 
 def test_quantized_loading_needs_cuda(tiny_model_dir):

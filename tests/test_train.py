@@ -154,26 +154,29 @@ def test_delta_refuses_a_different_base(tmp_path, tiny_model_dir, corpora):
     run_dir = run(tmp_path, "r", tiny_recipe(tiny_model_dir, corpora, "rmu"))
     meta_path = run_dir / "checkpoint/meta.json"
     meta = json.loads(meta_path.read_text())
-    meta["base_hash"] = "0" * 64
+    meta["base_fingerprint"] = "files-sha256:" + "0" * 64
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(RnacliError, match="differs from the one this run was trained from"):
+    with pytest.raises(RnacliError, match="base model .* differs from it"):
         load_model(str(run_dir), device="cpu")
 
 
 def test_trainable_regex_errors(tmp_path, tiny_model_dir, corpora):
     raw = tiny_recipe(tiny_model_dir, corpora, "rmu", train={"trainable": r"nothing\.here"})
-    with pytest.raises(RnacliError, match="train.trainable: .* matches no parameter"):
+    with pytest.raises(RnacliError, match=r"^x.toml: train.trainable: .* matches no parameter"):
         run(tmp_path, "x", raw)
     raw = tiny_recipe(tiny_model_dir, corpora, "rmu", method={"layer": 40})
-    with pytest.raises(RnacliError, match="method.layer = 40, but the model has 6 layers"):
+    with pytest.raises(RnacliError, match="^y.toml: method.layer = 40, but the model has 6 layers"):
         run(tmp_path, "y", raw)
 
 
 def test_rm_noise_above_the_unlearn_layer_is_refused(tmp_path, tiny_model_dir, corpora):
     raw = tiny_recipe(tiny_model_dir, corpora, "rmu", rna=True)
     raw["rna"]["layers"] = [5]
-    with pytest.raises(RnacliError, match="never reaches an RM method's retain target"):
+    with pytest.raises(RnacliError, match="^x.toml: rna.layers .*never reaches an RM method's"):
         run(tmp_path, "x", raw)
+    raw["rna"]["layers"] = [99]  # the recipe file is named, as for every recipe key
+    with pytest.raises(RnacliError, match=r"^y.toml: rna.layers = \[99\]: layers must lie in"):
+        run(tmp_path, "y", raw)
 
 
 def test_preference_batches_mask_the_prompt(tiny):
@@ -221,3 +224,60 @@ def test_prompt_completion_documents_score_the_completion_only(tiny):
     # a long prompt loses its start, the completion is kept
     short = document_batch(tok, [("a " * 40, " protein gene.")], 8)
     assert short.input_ids.shape[1] == 8 and short.target_mask[0, -1] == 1
+
+
+def test_a_trailing_space_in_a_prompt_is_scored_as_the_evaluator_scores_it(tiny):
+    """{"prompt": "The capital of France is ", "completion": "Paris"} trains on ' Paris' (one
+    token, as the evaluator scores the pair), never on a stray ' ' token then 'Paris'; DPO's
+    refusal rows and plain documents get no stray space either."""
+    from rnacli.data.batches import document_batch, preference_batches
+    from rnacli.data.encoding import encode_pair
+
+    _, tok = tiny
+    space = tok.convert_tokens_to_ids("Ġ")
+    pair = ("What is the capital of France? ", "Paris")
+    seq = document_batch(tok, [pair], 64)
+    ctx, cont = encode_pair(tok, *pair)
+    ids = seq.input_ids[0, : int(seq.attention_mask[0].sum())].tolist()
+    assert ids == ctx + cont == tok("What is the capital of France? Paris")["input_ids"]
+    assert cont == tok(" Paris", add_special_tokens=False)["input_ids"] and space not in ids
+    assert tok.convert_ids_to_tokens(cont)[0].startswith("ĠP")  # the space rides on the word
+    assert (
+        seq.target_mask[0, len(ctx) : len(ids)].all() and not seq.target_mask[0, : len(ctx)].any()
+    )
+    win, _ = preference_batches(tok, [pair], ["I don't know."], 64, 4)
+    row = win.input_ids[0, : int(win.attention_mask[0].sum())].tolist()
+    # one space between the prompt and the refusal, as the text reads (a stray one would add
+    # a token); the tokenizer's own encoding of the joined text
+    assert row == tok("What is the capital of France? I don't know.")["input_ids"]
+    plain = document_batch(tok, ["the river town \n"], 64)
+    assert (
+        plain.input_ids[0, : int(plain.attention_mask[0].sum())].tolist()
+        == tok("the river town")["input_ids"]
+    )
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_the_reference_pass_is_deterministic_under_gradient_checkpointing(
+    tmp_path, corpora, checkpointing
+):
+    """A tiny Llama with attention dropout 0.3, NPO+KL, one step: the policy equals the
+    reference, so the loss is (2/beta) ln 2 = 20 ln 2 and the KL retain loss 0, with
+    checkpointing (which needs training mode) as without it."""
+    import math
+
+    from tests.tiny import save_tiny
+
+    model_dir = save_tiny(tmp_path / "dropout-model", attention_dropout=0.3)
+    raw = tiny_recipe(model_dir, corpora, "npo", "kl", train={"steps": 1})
+    raw["train"]["gradient_checkpointing"] = checkpointing
+    losses = []
+    for name in ("a", "b"):
+        run_dir = run(tmp_path, name, raw)
+        [row] = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        losses.append(row)
+    for row in losses:
+        assert row["loss"] == pytest.approx(20 * math.log(2), abs=1e-5)  # 13.862944
+        assert row["forget_loss"] == pytest.approx(13.862944, abs=1e-5)
+        assert row["retain_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert losses[0]["loss"] == losses[1]["loss"]

@@ -38,8 +38,14 @@ def build_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
 
 
 def build_model(
-    vocab_size: int, layers: int = 4, hidden: int = 32, seed: int = 0, init_range: float = 0.3
+    vocab_size: int,
+    layers: int = 4,
+    hidden: int = 32,
+    seed: int = 0,
+    init_range: float = 0.3,
+    **overrides: object,
 ) -> LlamaForCausalLM:
+    """A random Llama; `overrides` sets LlamaConfig fields (e.g. attention_dropout=0.3)."""
     config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden,
@@ -53,14 +59,15 @@ def build_model(
         pad_token_id=0,
         eos_token_id=0,
         bos_token_id=0,
+        **overrides,
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
 
 
-def save_tiny(folder: Path, layers: int = 6, seed: int = 0) -> Path:
+def save_tiny(folder: Path, layers: int = 6, seed: int = 0, **overrides: object) -> Path:
     tokenizer = build_tokenizer()
-    model = build_model(len(tokenizer), layers=layers, seed=seed)
+    model = build_model(len(tokenizer), layers=layers, seed=seed, **overrides)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -16,7 +16,7 @@ from functools import lru_cache
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rnacli.data.encoding import encode_pair
+from rnacli.data.encoding import encode_pair, encode_text
 from rnacli.data.records import Document
 from rnacli.errors import RnacliError
 
@@ -85,10 +85,6 @@ def pad_sequences(
     return Seq(ids, attn, tgt)
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    return tokenizer(text)["input_ids"]
-
-
 def _special_prefix(tokenizer: PreTrainedTokenizerBase) -> int:
     """How many special tokens (BOS) the tokenizer puts before the text: never scored."""
     with_special = tokenizer("a")["input_ids"]
@@ -101,9 +97,10 @@ def _encode_doc(
 ) -> tuple[list[int], int]:
     """Token ids of a document (at most max_length) and how many leading ones are prompt x.
     A (prompt, completion) pair is split as the evaluator splits it (`encode_pair`); a long
-    prompt loses its start, so that the completion is kept."""
+    prompt loses its start, so that the completion is kept. A plain text's trailing
+    whitespace is no token of its own (`encode_text`)."""
     if isinstance(doc, str):
-        ids = _encode(tokenizer, doc)[:max_length]
+        ids = encode_text(tokenizer, doc)[:max_length]
         return ids, min(_special_prefix(tokenizer), len(ids))
     prompt, completion = encode_pair(tokenizer, doc[0], doc[1])
     completion = completion[: max_length - 1]
@@ -130,7 +127,10 @@ def preference_batches(
 ) -> tuple[Seq, Seq]:
     """DPO pairs: x = a document's prompt, or for a plain text its first `prompt_tokens` tokens
     (at most half of a short one, so that something is left to reject); the rejected answer
-    is the rest, the preferred one a refusal sentence."""
+    is the rest, the preferred one a refusal sentence. The refusal follows x as the
+    completion would: after a prompt it is encoded by `encode_pair` (a prompt's trailing
+    space moves into it, never a stray space token), after plain text it gets one leading
+    space unless x ends in whitespace."""
     win_rows, win_tgt, lose_rows, lose_tgt = [], [], [], []
     for doc, refusal in zip(docs, refusals, strict=True):
         ids, n_prompt = _encode_doc(tokenizer, doc, max_length)
@@ -142,13 +142,26 @@ def preference_batches(
         if isinstance(doc, str):  # no explicit prompt: the first tokens are x
             n_prompt = min(prompt_tokens, len(ids) // 2)
         x = ids[:n_prompt]
-        y_idk = tokenizer(" " + refusal.strip(), add_special_tokens=False)["input_ids"]
+        y_idk = _refusal_tokens(tokenizer, doc, x, refusal.strip())
         lose_rows.append(ids)
         lose_tgt.append([0] * len(x) + [1] * (len(ids) - len(x)))
         win_rows.append(x + y_idk)
         win_tgt.append([0] * len(x) + [1] * len(y_idk))
     pad = tokenizer.pad_token_id
     return pad_sequences(win_rows, win_tgt, pad), pad_sequences(lose_rows, lose_tgt, pad)
+
+
+def _refusal_tokens(
+    tokenizer: PreTrainedTokenizerBase, doc: Document, x: list[int], refusal: str
+) -> list[int]:
+    """The refusal's tokens after the prompt x of `doc` (see `preference_batches`)."""
+    if isinstance(doc, tuple):
+        prompt = doc[0]
+        joiner = "" if prompt[-1:].isspace() else " "
+        return encode_pair(tokenizer, prompt, joiner + refusal)[1]
+    before = tokenizer.decode(x, skip_special_tokens=True)
+    joiner = "" if before[-1:].isspace() else " "
+    return tokenizer(joiner + refusal, add_special_tokens=False)["input_ids"]
 
 
 @dataclass

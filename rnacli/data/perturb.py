@@ -8,7 +8,6 @@ of questions is evaluated, and the perturbed set pairs question by question with
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from rnacli.data.records import QARecord
 from rnacli.errors import RnacliError
+from rnacli.text import read_json
 
 DEFAULT_KEYWORD = "SARS-CoV-2"
 
@@ -57,16 +57,17 @@ def keyword_sets(
     keywords: Sequence[str] = (), keywords_file: str | Path | None = None
 ) -> dict[str, list[str]]:
     """Named keyword sets: each `--keyword` is a set of one; a keywords file (JSON object
-    `{set_name: [keyword, ...]}`, as written by `rnacli mine-tokens`) adds its sets."""
+    `{set_name: [keyword, ...]}`, as written by `rnacli mine-tokens`) adds its sets. A keyword
+    is one line of text, not blank."""
+    for k in keywords:
+        if not k.strip() or "\n" in k:
+            raise RnacliError(f"--keyword {k!r}: a forget keyword is one non-blank line of text")
     sets: dict[str, list[str]] = {k: [k] for k in keywords}
     if keywords_file is not None:
         path = Path(keywords_file)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RnacliError(f"{path}: no such keywords file") from None
-        except json.JSONDecodeError as e:
-            raise RnacliError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        if not path.exists():
+            raise RnacliError(f"{path}: no such keywords file")
+        data = read_json(path)
         data = data.get("keyword_sets", data) if isinstance(data, dict) else data
         if not isinstance(data, dict):
             raise RnacliError(f"{path}: expected an object {{set_name: [keywords]}}")

@@ -2,7 +2,8 @@
 
 Formats: .jsonl, .json (a list of objects), .csv (with a header, or MMLU's headerless
 `question,A,B,C,D,answer`), .parquet, .txt (one document per non-blank line) and folders in
-MMLU's layout (`[test/]<subject>_test.csv`).
+MMLU's layout (`[test/]<subject>_test.csv`). Text files are UTF-8, a leading byte-order mark
+allowed (`rnacli.text`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rnacli.errors import RnacliError
+from rnacli.text import read_text, text_lines
 
 Row = tuple[str, Any, str]  # (where, raw row, subject implied by the file name or "")
 
@@ -25,6 +27,8 @@ def iter_rows(path: Path, split: str = "test") -> Iterator[Row]:
     if path.is_dir():
         yield from _iter_folder(path, split)
         return
+    if not path.is_file():
+        raise RnacliError(f"{path}: not a regular file")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         yield from _iter_jsonl(path)
@@ -42,32 +46,30 @@ def iter_rows(path: Path, split: str = "test") -> Iterator[Row]:
 
 def iter_lines(path: Path) -> Iterator[Row]:
     """One document per non-blank line (Wikitext's raw files, refusal sentences)."""
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                yield f"{path}:{i}", line.strip(), ""
+    for i, line in enumerate(text_lines(path), 1):
+        if line.strip():
+            yield f"{path}:{i}", line.strip(), ""
 
 
 def _iter_jsonl(path: Path) -> Iterator[Row]:
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                hint = (
-                    " (if the file holds one plain-text sentence per line, name it .txt)"
-                    if i == 1
-                    else ""
-                )
-                raise RnacliError(f"{path}:{i}: invalid JSON ({e.msg}){hint}") from None
-            yield f"{path}:{i}", raw, ""
+    for i, line in enumerate(text_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as e:
+            hint = (
+                " (if the file holds one plain-text sentence per line, name it .txt)"
+                if i == 1
+                else ""
+            )
+            raise RnacliError(f"{path}:{i}: invalid JSON ({e.msg}){hint}") from None
+        yield f"{path}:{i}", raw, ""
 
 
 def _iter_json(path: Path) -> Iterator[Row]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise RnacliError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
@@ -82,9 +84,9 @@ _MMLU_COLUMNS = ("question", "A", "B", "C", "D", "answer")
 
 
 def _iter_csv(path: Path, subject: str) -> Iterator[Row]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header: list[str] | None = None
+    reader = csv.reader(text_lines(path))
+    header: list[str] | None = None
+    try:
         for row in reader:
             where = f"{path}:{reader.line_num}"
             if header is None:
@@ -100,6 +102,8 @@ def _iter_csv(path: Path, subject: str) -> Iterator[Row]:
                     f"{where}: expected {len(header)} columns ({','.join(header)}), got {len(row)}"
                 )
             yield where, dict(zip(header, row, strict=True)), subject
+    except csv.Error as e:
+        raise RnacliError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
 
 
 def _iter_parquet(path: Path) -> Iterator[Row]:

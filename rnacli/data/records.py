@@ -88,9 +88,10 @@ def _answer(raw: Mapping[str, Any], where: str) -> int:
 Document = str | tuple[str, str]  # a text, or (prompt, completion): only the completion is y
 
 
-def text_record(raw: Mapping[str, Any] | str, where: str) -> Document:
+def text_record(raw: Mapping[str, Any] | str, where: str, source: str = "SOURCE") -> Document:
     """One corpus document: a string, an object with a 'text' field, or an object with
-    'prompt' and 'completion' (a question and its answer: PO losses score the answer only)."""
+    'prompt' and 'completion' (a question and its answer: PO losses score the answer only).
+    A QA row (question, choices) is refused with how to make a corpus of it (`source`)."""
     if isinstance(raw, Mapping) and "prompt" in raw and "completion" in raw:
         prompt, completion = raw["prompt"], raw["completion"]
         if not isinstance(prompt, str) or not isinstance(completion, str) or not completion:
@@ -99,6 +100,11 @@ def text_record(raw: Mapping[str, Any] | str, where: str) -> Document:
     text = raw if isinstance(raw, str) else (raw.get("text") if isinstance(raw, Mapping) else None)
     if not isinstance(text, str):
         fields = ", ".join(map(str, raw)) if isinstance(raw, Mapping) else type(raw).__name__
+        if isinstance(raw, Mapping) and "question" in raw:
+            raise RnacliError(
+                f"{where}: a QA row (fields: {fields}), not a text document: "
+                f"qasplit:{source}@train makes a corpus of 'question + answer' statements"
+            )
         raise RnacliError(f"{where}: no 'text' field (got: {fields})")
     return text
 

@@ -45,6 +45,10 @@ from rnacli.errors import RnacliError
 log = logging.getLogger(__name__)
 
 
+class UnknownSource(RnacliError):
+    """A source string that names no file, folder or named set."""
+
+
 @dataclass(frozen=True)
 class NamedSet:
     kind: str  # "qa" or "corpus"
@@ -102,6 +106,22 @@ def first_available(source: str) -> str:
             return option
         log.info("'%s' is not available offline; trying the next source", option)
     return options[-1]
+
+
+def source_paths(source: str) -> list[Path]:
+    """The local files and folders a source string reads (commands refuse to write over them)."""
+    paths = []
+    for option in (o.strip() for o in source.split("||")):
+        if option.startswith(QASPLIT):
+            option = option.removeprefix(QASPLIT).rpartition("@")[0]
+        if option.startswith(("hf:", "world")):
+            continue
+        base, _ = _split_subject(option)
+        named = NAMED_SETS.get(base)
+        local = _local_path(named) if named is not None else Path(base).expanduser()
+        if local is not None and local.exists():
+            paths.append(local)
+    return paths
 
 
 def _offline(source: str) -> bool:
@@ -216,9 +236,16 @@ def _load_corpus_cached(source: str) -> tuple[Document, ...]:
                 "(@test holds the questions kept for evaluation)"
             )
         return tuple(statements(split_qa(load_qa(qa_source), split)))
-    named = NAMED_SETS.get(source)
+    base, subjects = _split_subject(source)
+    named = NAMED_SETS.get(base)
+    if named is not None and named.kind == "corpus" and subjects is not None:
+        raise RnacliError(f"data source '{source}': the corpus '{base}' has no subjects")
     if named is not None and named.kind != "corpus":
-        raise RnacliError(f"data source '{source}' is a QA set, not a text corpus")
+        raise RnacliError(
+            f"data source '{source}' is a QA set (questions with choices), not a text corpus: "
+            f"qasplit:{source}@train makes a corpus of 'question + answer' statements of half "
+            "its questions (@all: of every question)"
+        )
     if named is not None:
         local = _local_path(named)
         if local is not None:
@@ -234,7 +261,7 @@ def _load_corpus_cached(source: str) -> tuple[Document, ...]:
         docs = [text_record(raw, where) for where, raw in _hub_rows(source, source)]
     else:
         path = _existing_path(source)
-        docs = [text_record(raw, where) for where, raw, _ in iter_rows(path)]
+        docs = [text_record(raw, where, source) for where, raw, _ in iter_rows(path)]
     return tuple(d for d in docs if document_text(d).strip())
 
 
@@ -292,7 +319,7 @@ def _existing_path(source: str) -> Path:
     if path.exists():
         return path
     hint = f"; named sets: {', '.join(NAMED_SETS)}"
-    raise RnacliError(f"data source '{source}': no such file or named set{hint}")
+    raise UnknownSource(f"data source '{source}': no such file or named set{hint}")
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None, str]:

@@ -17,6 +17,7 @@ from rnacli.errors import RnacliError
 from rnacli.evaluate.metrics import recovery_rate, reduction_rate
 from rnacli.evaluate.results import read_eval
 from rnacli.recipe import method_label
+from rnacli.text import read_json
 
 WMDP_AVG = "wmdp-avg"
 
@@ -101,7 +102,12 @@ def _finite(row: dict[str, Any]) -> dict[str, Any]:
 
 def _recipe_of(model: str) -> dict[str, Any] | None:
     path = Path(model) / "recipe.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.is_file():
+        return None
+    recipe = read_json(path)
+    if not isinstance(recipe, dict):
+        raise RnacliError(f"{path}: expected a JSON object (a run's resolved recipe)")
+    return recipe
 
 
 def load_runs(paths: list[Path]) -> list[Run]:

@@ -10,7 +10,6 @@ Evaluating more tasks later merges into the same file (a task evaluated again is
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from rnacli.atomic import write_json
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import MCQResult
 from rnacli.evaluate.tasks import TaskDocs
+from rnacli.text import read_json
 
 EVAL_FILE = "eval.json"
 
@@ -55,20 +55,34 @@ def read_eval(path: Path) -> list[dict[str, Any]]:
     file = path / EVAL_FILE if path.is_dir() else path
     if not file.exists():
         raise RnacliError(f"{file}: no evaluation found (run `rnacli eval` first)")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RnacliError(f"{file}:{e.lineno}: invalid JSON ({e.msg})") from None
+    data = read_json(file)
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, list):
         raise RnacliError(f"{file}: expected an object with a 'models' list")
+    for i, m in enumerate(models):
+        if not (
+            isinstance(m, dict)
+            and isinstance(m.get("label"), str)
+            and isinstance(m.get("tasks"), dict)
+        ):
+            raise RnacliError(f"{file}: models[{i}] is not a model entry (label, model, tasks)")
     return models
 
 
-def merge_eval(path: Path, entries: list[dict[str, Any]]) -> Path:
-    """Merge model entries into `<path>/eval.json` (atomically); same label = same model."""
+def is_eval_file(file: Path) -> bool:
+    """Whether `file` is an eval.json rnacli wrote (`rnacli eval --out` merges into it)."""
+    try:
+        read_eval(file)
+    except RnacliError:
+        return False
+    return True
+
+
+def merge_eval(path: Path, entries: list[dict[str, Any]], *, replace: bool = False) -> Path:
+    """Merge model entries into `<path>/eval.json` (atomically); same label = same model.
+    `replace` starts the file afresh (the caller checked that overwriting it is wanted)."""
     file = path / EVAL_FILE
-    existing = read_eval(file) if file.exists() else []
+    existing = read_eval(file) if file.exists() and not replace else []
     by_label = {m["label"]: m for m in existing}
     for entry in entries:
         old = by_label.get(entry["label"])

@@ -14,7 +14,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import MCQResult, evaluate_mcq
-from rnacli.evaluate.results import merge_eval, model_entry, task_entry
+from rnacli.evaluate.results import EVAL_FILE, is_eval_file, merge_eval, model_entry, task_entry
 from rnacli.evaluate.tasks import TaskDocs
 from rnacli.forward import decoder_layers, decoder_of
 from rnacli.models import is_run_dir, load_model, model_label
@@ -93,6 +93,10 @@ def evaluate_model(
     """Load `spec`, evaluate it on `tasks`, return its eval.json entry. A run folder evaluated
     without inference noise also gets the entry merged into its own eval.json."""
     label = model_label(spec) + (f"+{noise.label()}" if noise else "")
+    own = Path(spec) / EVAL_FILE
+    if is_run_dir(Path(spec)) and own.exists() and not is_eval_file(own):
+        # found now, not after the evaluation: its results are merged into this file
+        raise RnacliError(f"{own}: not an eval.json rnacli wrote (damaged?); move it away")
     console.print(f"[bold]{label}[/]: loading")
     model, tokenizer = load_model(
         spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code, load_in=load_in

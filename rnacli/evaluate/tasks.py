@@ -14,6 +14,7 @@ import yaml
 from rnacli.data import QARecord, load_qa
 from rnacli.data.batches import sample_indices
 from rnacli.data.perturb import perturb
+from rnacli.data.sources import UnknownSource
 from rnacli.errors import RnacliError
 
 PERTURBED = "perturbed-"
@@ -69,11 +70,13 @@ def _base_task(name: str) -> TaskSpec:
         )
     try:  # any QA source is a task too (a file, qasplit:...@test, hf:...)
         load_qa(name)
-    except RnacliError as e:
+    except UnknownSource:
         raise RnacliError(
             f"unknown task '{name}' (known: {', '.join(table)}, TASK:SUBJECT, perturbed-TASK, "
-            f"NAME=TASK, or a QA source: {e})"
+            "NAME=TASK, or a QA source: a .jsonl/.json/.csv/.parquet file, an MMLU-style "
+            "folder, qasplit:SOURCE@test, hf:ORG/NAME)"
         ) from None
+    # any other error names the file and line itself (first), e.g. 'qa.jsonl:3: ...'
     return TaskSpec(name, GENERIC_DESCRIPTION)
 
 
