@@ -5,7 +5,8 @@ from rnacli import precision
 from rnacli.recipe import TrainConfig
 
 
-def test_auto_follows_the_cached_measurement(monkeypatch):
+def test_auto_follows_the_cached_measurement(monkeypatch, tmp_path):
+    monkeypatch.setenv("RNACLI_CACHE_DIR", str(tmp_path))  # no verdict cached yet
     cpu = torch.device("cpu")
     calls = []
 
