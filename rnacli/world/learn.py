@@ -223,6 +223,7 @@ def build(spec: WorldSpec, config: LearnConfig | None = None, *, force: bool = F
         model.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
         write_json(tmp / "world.json", world.to_dict())
+        write_json(tmp / "model" / "world.json", world.to_dict())  # a model knows its world
         write_json(
             tmp / "build.json",
             {

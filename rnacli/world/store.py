@@ -27,3 +27,15 @@ def built_model(spec: WorldSpec) -> Path:
             f"the world model for {spec.key} is not built yet: run `rnacli world build{args}`"
         )
     return folder
+
+
+def world_of_model(folder: str | Path) -> WorldSpec | None:
+    """The world a learned model folder was taught (its `world.json`), or None for any other
+    model. Runs on a world model name their base `world` or `world[...]` (see `parse_spec`)."""
+    import json
+
+    path = Path(folder) / "world.json"
+    if not path.is_file():
+        return None
+    spec = json.loads(path.read_text(encoding="utf-8"))["spec"]
+    return WorldSpec(**spec)
