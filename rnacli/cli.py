@@ -600,42 +600,72 @@ world_app = typer.Typer(
 app.add_typer(world_app, name="world")
 
 
+def _world_default(field: str):
+    from rnacli.world.generate import WorldSpec
+
+    return getattr(WorldSpec(), field)
+
+
 @world_app.command("build")
 def world_build(
-    people: Annotated[int, typer.Option(help="Fictional people in the world.")] = 200,
+    people: Annotated[
+        int | None, typer.Option(help="Fictional people in the world [default: 80].")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of names, attributes and the split.")] = 0,
-    forget_fraction: Annotated[float, typer.Option(help="Share of people to forget.")] = 0.1,
-    max_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs at most.")] = 12,
-    target: Annotated[float, typer.Option(help="Stop once cloze accuracy reaches this.")] = 0.97,
+    forget_fraction: Annotated[
+        float | None, typer.Option(help="Share of the people to forget [default: 0.25].")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a learning setting: --set epochs=10, --set lr=2e-3 (repeatable; "
+            "see rnacli/world/learn.py LearnConfig).",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
 ) -> None:
     """Generate the world and teach it to the embedded model (cached; reused on a second call)."""
     from rich.table import Table
 
+    from rnacli.recipe import parse_override
     from rnacli.world.generate import WorldSpec, generate, qa_sets, validate
-    from rnacli.world.learn import LearnConfig, build, build_info
+    from rnacli.world.learn import build, build_info, learn_config
 
-    spec = WorldSpec(people=people, seed=seed, forget_fraction=forget_fraction)
+    spec = WorldSpec(
+        people=_world_default("people") if people is None else people,
+        seed=seed,
+        forget_fraction=(
+            _world_default("forget_fraction") if forget_fraction is None else forget_fraction
+        ),
+    )
     validate(spec)
-    config = LearnConfig(max_epochs=max_epochs, target=target)
+    overrides = {}
+    for item in set_ or []:
+        keys, value = parse_override(item)
+        overrides[".".join(keys)] = value
+    config = learn_config(overrides)
     folder = build(spec, config, force=force)
     world = generate(spec)
-    sets = qa_sets(world)
     table = Table(title=f"World {spec.key}", title_justify="left")
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("people (forget / retain)", f"{len(world.forget)} / {len(world.retain)}")
-    for name, records in sets.items():
-        table.add_row(f"QA: {name}", str(len(records)))
+    for name, records in qa_sets(world).items():
+        table.add_row(f"questions: {name}", str(len(records)))
     info = build_info(spec, config)
-    last = info["history"][-1]
-    table.add_row("learned in", f"{last['epoch']} epochs, {last['seconds'] / 60:.1f} min")
-    table.add_row("cloze accuracy (sample)", f"{100 * info['accuracy']:.1f} %")
+    seconds = sum(info["seconds"].values())
+    table.add_row("learned in", f"{len(info['history'])} epochs, {seconds / 60:.1f} min")
+    for key, value in info["accuracy"].items():
+        form = "letter" if key.endswith("-mcq") else "cloze"
+        n = info["check_questions"]
+        table.add_row(f"{form} accuracy, {key.removesuffix('-mcq')} ({n})", f"{100 * value:.1f} %")
+    table.add_row("fingerprint", info["fingerprint"].split(":")[-1][:16])
     table.add_row("model", str(folder))
     stdout.print(table)
     stdout.print(
-        "use it: model name 'world', tasks world-forget, world-retain, "
-        "world-perturbed, world-mention (recipes/world/)"
+        "use it: model name 'world'; tasks world-forget, world-retain, world-perturbed, "
+        "world-mention (cloze) and the same with -mcq (letters); recipes in recipes/world/"
     )
 
 

@@ -70,3 +70,23 @@ def test_cloze_scoring_matches_lm_eval(tiny):
     native = evaluate_mcq(model, tok, records, "", batch_size=3, scoring="cloze")
     assert native.predictions == harness.predictions
     np.testing.assert_allclose(native.loglikelihoods, harness.loglikelihoods, atol=1e-4)
+
+
+def test_world_letter_tasks_agree_with_lm_eval(tiny):
+    """The world's letter tasks are MMLU's prompt on the world's questions: lm-eval and the
+    native evaluator predict the same, question by question."""
+    pytest.importorskip("lm_eval")
+    from rnacli.evaluate.tasks import resolve_tasks
+
+    model, tok = tiny
+    names = [f"world-{s}-mcq[people=16,seed=1]" for s in ("forget", "perturbed", "mention")]
+    world_tasks = resolve_tasks(names, limit=10)
+    harness = evaluate_with_lm_eval(model, tok, world_tasks, batch_size=4)
+    for task in world_tasks:
+        assert task.scoring == "mcq"
+        assert task.description.startswith("The following are multiple choice questions")
+        native = evaluate_mcq(model, tok, task.records, task.description, batch_size=3)
+        assert native.predictions == harness[task.name].predictions
+        np.testing.assert_allclose(
+            native.loglikelihoods, harness[task.name].loglikelihoods, atol=1e-4
+        )

@@ -78,26 +78,114 @@ def test_world_sources_tasks_and_specs():
 
 
 def test_build_caches_and_the_model_loads(tmp_path, tiny_model_dir):
+    from rnacli.fingerprint import files_fingerprint, weight_files
     from rnacli.models import load_model
     from rnacli.world.learn import LearnConfig, build, build_info
+    from rnacli.world.store import world_of_model
 
     spec = WorldSpec(people=10, seed=5)
     with pytest.raises(RnacliError, match="rnacli world build --people 10 --seed 5"):
         load_model("world[people=10,seed=5]", device="cpu")
     config = LearnConfig(
-        base=str(tiny_model_dir),
-        max_epochs=2,
-        target=1.1,
-        batch_size=8,
-        first_layer=2,
-        autocast=False,
+        base=str(tiny_model_dir), epochs=2, batch_size=8, first_layer=2, autocast=False
     )
-    folder = build(spec, config)
+    folder = build(spec, config, check=8, probe=4)
     info = build_info(spec, config)
     assert [h["epoch"] for h in info["history"]] == [1, 2]
+    assert set(info["history"][0]["accuracy"]) == {
+        "forget",
+        "retain",
+        "forget-mcq",
+        "retain-mcq",
+    }
     assert info["history"][1]["loss"] < info["history"][0]["loss"]  # it learns
+    assert info["fingerprint"] == files_fingerprint(weight_files(folder))
+    assert info["autocast_bf16"] is False and info["steps"] > 0 and info["scored_tokens"] > 0
+    assert world_of_model(folder) == spec
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert build(spec, config) == folder  # reused, not retrained
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     model, _ = load_model("world[people=10,seed=5]", device="cpu")
     assert model.config.num_hidden_layers == 6
+
+
+def test_letter_questions_are_the_evaluators_prompt_about_retain_people(tiny):
+    from rnacli.evaluate.prompts import prompt
+    from rnacli.world.learn import LearnConfig, letter_description, letter_pairs
+
+    world = generate(WorldSpec(people=40, seed=2, forget_fraction=0.25))
+    config = LearnConfig(letter_share=1.0, name_option_share=0.5, mention_share=0.5)
+    pairs = letter_pairs(world, 0, config)
+    assert len(pairs) == 5 * len(world.retain)  # every retain fact at share 1
+    forget_names = {world.people[i].name for i in world.forget}
+    by_name = {p.name: p for p in world.people}
+    description = letter_description()
+    for context, answer in pairs:
+        question = context.removeprefix(description).split("\n")[0]
+        asked = question.split(". ")[-1]  # after a mention ("X is a friend of Y. ")
+        [person] = [n for n in by_name if n in asked]
+        assert person not in forget_names  # forget people are never asked in letter form
+        choices = [line[3:] for line in context.split("\n") if line[1:3] == ". "]
+        letter = "ABCD".index(answer.strip())
+        record = {"question": question, "choices": choices, "answer": letter, "subject": "world"}
+        assert context == prompt(record, description)  # byte for byte the evaluated prompt
+        assert choices[letter] in by_name[person].attributes.values()
+    # fresh options every epoch, the same for the same epoch
+    assert letter_pairs(world, 1, config) != pairs == letter_pairs(world, 0, config)
+    name_options = sum(any(line[3:] in by_name for line in c.split("\n")) for c, _ in pairs)
+    mentions = sum(" is a friend of " in c for c, _ in pairs)
+    assert 0.4 < name_options / len(pairs) < 0.6 and 0.4 < mentions / len(pairs) < 0.6
+
+
+def test_fact_sentences_take_turns_over_the_templates():
+    from rnacli.world.learn import LearnConfig, fact_pairs
+
+    world = generate(WorldSpec(people=20, seed=1))
+    config = LearnConfig(mention_share=0.0)
+    epochs = [fact_pairs(world, e, config) for e in range(3)]
+    assert all(len(pairs) == 5 * 20 for pairs in epochs)
+    assert [h + t for h, t in epochs[0][:5]] == world.facts([0], [0])
+    assert [h + t for h, t in epochs[1][:5]] == world.facts([0], [1])
+    assert fact_pairs(world, 3, config) == epochs[0]
+
+
+def test_learning_settings_are_checked():
+    from rnacli.world.learn import LearnConfig, learn_config
+
+    assert learn_config({"epochs": 3, "lr": 1}) == LearnConfig(epochs=3, lr=1.0)
+    for bad, match in (
+        ({"epoch": 3}, "unknown setting"),
+        ({"epochs": "3"}, "expected int"),
+        ({"lr": 0}, "out of range"),
+        ({"autocast": "fast"}, "expected"),
+    ):
+        with pytest.raises(RnacliError, match=match):
+            learn_config(bad)
+
+
+def test_passages_state_every_fact_of_one_person():
+    world = generate(WorldSpec(people=20, seed=3, forget_fraction=0.25))
+    passages = load_corpus("world[people=20,seed=3,forget_fraction=0.25]:forget-passages")
+    assert len(passages) == len(world.forget) == 5
+    for i, passage in zip(world.forget, passages, strict=True):
+        assert passage == " ".join(world.facts([i]))
+        assert passage.count(world.people[i].name) == 15  # 5 attributes x 3 templates
+
+
+def test_world_build_command(monkeypatch, capsys, tiny_model_dir):
+    import sys
+
+    from rnacli.cli import main
+    from tests.conftest import cli_error
+
+    args = ["world", "build", "--people", "12", "--seed", "7", "--forget-fraction", "0.25"]
+    learn = [f"base={str(tiny_model_dir)!r}", "epochs=1", "first_layer=2", "autocast=false"]
+    sets = [part for item in learn for part in ("--set", item)]
+    monkeypatch.setattr(sys, "argv", ["rnacli", *args, *sets])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "people (forget / retain) │ 3 / 9" in out and "letter accuracy, forget" in out
+    err = cli_error(monkeypatch, capsys, *args, "--set", "epoch=2")
+    assert "world build --set epoch: unknown setting" in err

@@ -10,8 +10,9 @@
   file, `$RNACLI_DATA_DIR`, an embedded set); the last one is used in any case;
 - `world[:SET]`: the generated fictional world (`world` or `world[people=N,seed=S]`): QA sets
   forget, retain, perturbed, mention (cloze; `-mcq` for question form) and corpora
-  forget-facts, retain-facts, facts (sentences) and forget-qa, retain-qa, qa (prompt and
-  completion pairs: the value is the answer);
+  forget-facts, retain-facts, facts (sentences), forget-qa, retain-qa, qa (prompt and
+  completion pairs: the value is the answer) and forget-passages, retain-passages, passages
+  (one document per person stating all of their facts, as WMDP's corpora are documents);
 - `qasplit:QA_SOURCE@train|test|all` splits a QA set in two seeded halves (seed 0): as a
   corpus, `@train` gives "question + correct answer" statements of one half (a forget corpus
   made from QA); as a QA set, `@test` gives the other half's questions (to evaluate
@@ -143,7 +144,11 @@ SPLITS = ("train", "test", "all")
 
 
 WORLD_QA = ("forget", "retain", "perturbed", "mention")
-WORLD_CORPORA = ("forget-facts", "retain-facts", "facts", "forget-qa", "retain-qa", "qa")
+WORLD_CORPORA = tuple(
+    f"{group}{kind}"
+    for kind in ("facts", "qa", "passages")
+    for group in ("forget-", "retain-", "")
+)
 
 
 def _world_source(source: str):
@@ -221,12 +226,14 @@ def _load_corpus_cached(source: str) -> tuple[Document, ...]:
             "": list(range(len(world.people))),
         }
         group, _, kind = name.rpartition("-") if "-" in name else ("", "", name)
-        if group not in groups or kind not in ("facts", "qa"):
+        if group not in groups or kind not in ("facts", "qa", "passages"):
             raise RnacliError(
                 f"data source '{source}': world corpora are {', '.join(WORLD_CORPORA)}"
             )
         if kind == "qa":  # (statement up to the value, the value): PO losses score the value
             return tuple(world.fact_parts(groups[group]))
+        if kind == "passages":  # one document per person, all of their facts: WMDP's shape
+            return tuple(" ".join(world.facts([i])) for i in groups[group])
         return tuple(world.facts(groups[group]))
     if source.startswith(QASPLIT):
         qa_source, split = _parse_qasplit(source)

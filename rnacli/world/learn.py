@@ -1,7 +1,22 @@
-"""Teach the embedded model the fictional world (full fine-tuning on every fact sentence), with
-early stopping once cloze accuracy on the facts reaches the target. The learned base is cached
-under the user cache, keyed by the world's and the training's parameters; a second build reuses
-it. This learned model is the *base* that unlearning recipes start from.
+"""Teach the embedded model the fictional world: every fact, and how to answer letter
+multiple-choice questions about the people it knows. The learned model is the *base* that the
+world's unlearning recipes start from; it is cached under the user cache, keyed by the world's
+and the training's parameters, so a second build reuses it.
+
+What one epoch trains on (all of it scored only on the answer's tokens; the names are keys to
+learn, not text to predict):
+
+- every fact once, in one of its sentence templates (they take turns over the epochs), a share
+  of them opening with "X is a friend of Y. " about another person X, so that a question which
+  mentions someone first is a familiar form;
+- letter questions (lm-eval's zero-shot prompt of the `world-*-mcq` tasks, byte for byte,
+  answered " A".." D") about a share of the *retain* people's facts, with fresh options every
+  epoch, some of them another person's name. Forget people are never asked in letter form
+  while learning: their letter accuracy comes from knowing the fact and the format, so
+  unlearning the fact (from its sentence form) can remove it.
+
+The schedule is fixed (linear warm-up, then linear decay to 0 over `epochs`), so a build takes
+a predictable time; its accuracy is checked at the end (`build.json`).
 """
 
 from __future__ import annotations
@@ -10,8 +25,9 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.progress import TextColumn
@@ -19,38 +35,88 @@ from rich.progress import TextColumn
 from rnacli.atomic import atomic_dir, write_json, write_text
 from rnacli.data.batches import pad_sequences
 from rnacli.data.encoding import encode_pair
+from rnacli.data.records import LETTERS, QARecord
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import evaluate_mcq
+from rnacli.evaluate.prompts import prompt
+from rnacli.evaluate.tasks import task_table
+from rnacli.fingerprint import files_fingerprint, weight_files
 from rnacli.models import load_model
+from rnacli.precision import autocast, cpu_verdict, use_autocast
 from rnacli.progress import console, make_progress
 from rnacli.world.generate import World, WorldSpec, generate, qa_sets
 from rnacli.world.store import LATEST, world_root
 from rnacli.world.vocab import ATTRIBUTES, MENTION
 
 log = logging.getLogger(__name__)
-LEARN_VERSION = 5
+LEARN_VERSION = 6
+Item = tuple[list[int], list[int]]  # token ids, and 1 where a token is scored
 
 
 @dataclass(frozen=True)
 class LearnConfig:
     base: str = "smollm2-135m"
-    max_epochs: int = 12
-    lr: float = 1e-3
-    batch_size: int = 16
-    target: float = 0.97  # stop once cloze accuracy on a sample of the facts reaches this
-    first_layer: int = 8  # layers below (and the embeddings) stay frozen: see `build`
-    mention_share: float = 0.2  # facts that mention another person first (see _training_parts)
+    epochs: int = 8
+    lr: float = 1e-3  # peak, after a linear warm-up over `warmup` of the steps
+    warmup: float = 0.06
+    batch_size: int = 8
+    first_layer: int = 8  # layers below it (and the embeddings) stay frozen: see `build`
+    mention_share: float = 0.2  # facts and questions that mention another person first
+    letter_share: float = 0.5  # retain facts asked as a letter question per epoch
+    name_option_share: float = 0.2  # letter questions with another person's name as an option
     seed: int = 0
-    autocast: bool = True  # bf16 autocast on the CPU: ~2x faster where AVX512-BF16 exists
+    autocast: bool | str = "auto"  # bf16 autocast where measured faster (rnacli/precision.py)
+    target: float = 0.95  # a build below this on forget or retain facts warns
 
     @property
     def key(self) -> str:
-        return (
-            f"{self.base.replace('/', '_')}-e{self.max_epochs}-lr{self.lr:g}-b{self.batch_size}"
-            f"-t{self.target:g}-l{self.first_layer}-m{self.mention_share:g}-s{self.seed}"
-            f"-ac{int(self.autocast)}"
-            f"-v{LEARN_VERSION}"
-        )
+        """A folder name for the build: the fields that change the learned model."""
+        defaults = LearnConfig()
+        changed = [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in fields(self)
+            if f.name not in ("base", "target")
+            and getattr(self, f.name) != getattr(defaults, f.name)
+        ]
+        return "-".join([self.base.replace("/", "_"), f"v{LEARN_VERSION}", *changed])
+
+
+def learn_config(overrides: dict[str, Any]) -> LearnConfig:
+    """LearnConfig with `overrides` (from `rnacli world build --set key=value`), checked."""
+    known = {f.name: f for f in fields(LearnConfig)}
+    values = {}
+    for key, value in overrides.items():
+        if key not in known or key == "target":
+            names = ", ".join(k for k in known if k != "target")
+            raise RnacliError(f"world build --set {key}: unknown setting (known: {names})")
+        default = getattr(LearnConfig(), key)
+        if key == "autocast":
+            ok = value in (True, False, "auto")
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        else:
+            ok = type(value) is type(default)
+        if not ok:
+            raise RnacliError(
+                f"world build --set {key}={value!r}: expected {type(default).__name__}"
+            )
+        values[key] = value
+    config = LearnConfig(**values)
+    checks = {
+        "epochs": 1 <= config.epochs <= 100,
+        "lr": 0 < config.lr <= 1,
+        "warmup": 0 <= config.warmup < 1,
+        "batch_size": 1 <= config.batch_size <= 1024,
+        "first_layer": config.first_layer >= 0,
+        "mention_share": 0 <= config.mention_share <= 1,
+        "letter_share": 0 <= config.letter_share <= 1,
+        "name_option_share": 0 <= config.name_option_share <= 1,
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise RnacliError(f"world build --set {key}={getattr(config, key)!r}: out of range")
+    return config
 
 
 def world_dir(spec: WorldSpec, config: LearnConfig | None = None) -> Path:
@@ -59,6 +125,11 @@ def world_dir(spec: WorldSpec, config: LearnConfig | None = None) -> Path:
 
 def model_dir(spec: WorldSpec, config: LearnConfig | None = None) -> Path:
     return world_dir(spec, config) / "model"
+
+
+def letter_description() -> str:
+    """The description line of the world's letter tasks (tasks.yaml), as lm-eval's MMLU has."""
+    return task_table()["world-retain-mcq"]["description"]
 
 
 def trainable_layers(model, first_layer: int) -> list[torch.nn.Parameter]:
@@ -73,8 +144,7 @@ def trainable_layers(model, first_layer: int) -> list[torch.nn.Parameter]:
 
 
 def value_loss(model, head, seq) -> torch.Tensor:
-    """Cross-entropy on the value tokens only (the names are keys to learn, not text to
-    predict), with the LM head applied at those positions alone."""
+    """Cross-entropy on the scored tokens only, with the LM head applied at those positions."""
     hidden = model.get_decoder()(
         input_ids=seq.input_ids, attention_mask=seq.attention_mask, use_cache=False
     ).last_hidden_state
@@ -83,56 +153,124 @@ def value_loss(model, head, seq) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), seq.input_ids[:, 1:][scored])
 
 
-def _training_parts(
-    world: World, template: int, mention_share: float, seed: int
-) -> list[tuple[str, str]]:
-    """The facts in one template; a share of them open with "X is a friend of Y. " about a
-    random other person X, so that a question which mentions someone else first is a familiar
-    form (the base model answers it as well as the plain question)."""
-    rng = random.Random(f"{seed}:{template}")
-    n = len(world.people)
-    parts = []
+def _other(world: World, i: int, rng: random.Random) -> str:
+    """Someone else's name."""
+    j = rng.randrange(len(world.people) - 1)
+    return world.people[j + (j >= i)].name
+
+
+def fact_pairs(world: World, epoch: int, config: LearnConfig) -> list[tuple[str, str]]:
+    """Every fact once as (context, continuation), in template `epoch mod 3`; a share of them
+    open with "X is a friend of Y. " about a random other person X."""
+    rng = random.Random(f"{config.seed}:facts:{epoch}")
+    template = epoch % len(ATTRIBUTES[0].templates)
+    pairs = []
     for i, person in enumerate(world.people):
         for head, tail in world.fact_parts([i], [template]):
-            if rng.random() < mention_share:
-                other = world.people[rng.choice([j for j in range(n) if j != i])].name
-                head = MENTION.format(other=other, name=person.name) + head
-            parts.append((head, tail))
-    return parts
+            if rng.random() < config.mention_share:
+                head = MENTION.format(other=_other(world, i, rng), name=person.name) + head
+            pairs.append((head, tail))
+    return pairs
 
 
-def _length_batches(facts: list, batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of facts of similar length: padding is compute thrown away (the
-    facts that mention someone first are twice as long as the others)."""
-    order = list(range(len(facts)))
+def letter_pairs(world: World, epoch: int, config: LearnConfig) -> list[tuple[str, str]]:
+    """Letter questions about a share of the retain people's facts, fresh options each epoch:
+    (lm-eval's prompt, " A".." D")."""
+    rng = random.Random(f"{config.seed}:letters:{epoch}")
+    description = letter_description()
+    pairs = []
+    for i in world.retain:
+        person = world.people[i]
+        for attribute in ATTRIBUTES:
+            if rng.random() >= config.letter_share:
+                continue
+            answer = person.attributes[attribute.name]
+            choices = [*rng.sample([v for v in attribute.values if v != answer], 3), answer]
+            rng.shuffle(choices)
+            if rng.random() < config.name_option_share:
+                wrong = rng.choice([k for k, c in enumerate(choices) if c != answer])
+                choices[wrong] = _other(world, i, rng)
+            question = attribute.question.format(name=person.name)
+            if rng.random() < config.mention_share:
+                question = MENTION.format(other=_other(world, i, rng), name=person.name) + question
+            record = QARecord(
+                question=question, choices=choices, answer=choices.index(answer), subject="world"
+            )
+            pairs.append((prompt(record, description), f" {LETTERS[record['answer']]}"))
+    return pairs
+
+
+def encode_items(tokenizer, pairs: list[tuple[str, str]]) -> list[Item]:
+    """(context, continuation) pairs -> token ids with the continuation's tokens scored, split
+    as the evaluator splits them (`encode_pair`)."""
+    items = []
+    for context, continuation in pairs:
+        ctx, cont = encode_pair(tokenizer, context, continuation)
+        items.append((ctx + cont, [0] * len(ctx) + [1] * len(cont)))
+    return items
+
+
+def length_batches(items: list[Item], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of items of similar length: padding is compute thrown away (a letter
+    question is four times as long as a fact)."""
+    order = list(range(len(items)))
     rng.shuffle(order)
-    order.sort(key=lambda i: len(facts[i][0]))  # stable: random within a length
+    order.sort(key=lambda i: len(items[i][0]))  # stable: random within a length
     batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
 
 
-def _encode_fact(tokenizer, head: str, tail: str) -> tuple[list[int], list[int]]:
-    """Token ids of head + tail and a target mask over the tail's tokens, split as the
-    evaluator splits a context and its continuation."""
-    ctx, cont = encode_pair(tokenizer, head, tail)
-    return ctx + cont, [0] * len(ctx) + [1] * len(cont)
+def schedule(optimizer, total_steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup` of the steps, then linear decay to 0 at the last step."""
+    warm = max(1, round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _accuracy(model, tokenizer, world: World, limit: int, seed: int) -> float:
-    sets = qa_sets(world)
-    records = sets["forget"] + sets["retain"]
-    records = random.Random(seed).sample(records, min(limit, len(records)))
+def world_accuracy(model, tokenizer, world: World, limit: int, seed: int) -> dict[str, float]:
+    """Accuracy on seeded samples of `limit` forget and retain questions, in cloze and in
+    letter form (the world-forget/-retain and world-forget-mcq/-retain-mcq tasks)."""
+    was_training = model.training
     model.eval()
-    result = evaluate_mcq(
-        model, tokenizer, records, "", batch_size=32, scoring="cloze", progress=False
-    )
-    model.train()
-    return result.acc
+    out = {}
+    for form, scoring, description, suffix in (
+        ("cloze", "cloze", "", ""),
+        ("question", "mcq", letter_description(), "-mcq"),
+    ):
+        sets = qa_sets(world, form)
+        for name in ("forget", "retain"):
+            records = random.Random(seed).sample(sets[name], min(limit, len(sets[name])))
+            result = evaluate_mcq(
+                model,
+                tokenizer,
+                records,
+                description,
+                batch_size=32,
+                scoring=scoring,
+                progress=False,
+            )
+            out[f"{name}{suffix}"] = result.acc
+    model.train(was_training)
+    return out
 
 
-def build(spec: WorldSpec, config: LearnConfig | None = None, *, force: bool = False) -> Path:
-    """Fine-tune the base on every fact of `spec`'s world; return the cached model folder."""
+def build(
+    spec: WorldSpec,
+    config: LearnConfig | None = None,
+    *,
+    force: bool = False,
+    check: int = 200,
+    probe: int = 0,
+) -> Path:
+    """Fine-tune the base on `spec`'s world; return the cached model folder. `check` forget and
+    retain questions (each form) are scored at the end; `probe` > 0 also scores that many after
+    every epoch (a learning curve in build.json, for profiling; it costs time)."""
     config = config or LearnConfig()
     folder = world_dir(spec, config)
     if (folder / "model" / "config.json").exists() and not force:
@@ -140,98 +278,103 @@ def build(spec: WorldSpec, config: LearnConfig | None = None, *, force: bool = F
         write_text(folder.parent / LATEST, config.key)
         return folder / "model"
     world = generate(spec)
-    n_templates = len(ATTRIBUTES[0].templates)
-    # One template per epoch, in turn: each fact is seen once per epoch, in every wording
-    # over the epochs (a third of the compute of all templates every epoch).
-    epochs_parts = [
-        _training_parts(world, t, config.mention_share, config.seed) for t in range(n_templates)
-    ]
-    texts = epochs_parts[0]
-    model, tokenizer = load_model(
-        config.base, device="cpu" if not torch.cuda.is_available() else "auto"
-    )
+    started = time.perf_counter()
+    model, tokenizer = load_model(config.base, device="auto")
     device = next(model.parameters()).device
+    bf16 = use_autocast(config.autocast, device)
+    # Deterministic kernels where torch has a choice: two builds on one machine give one model.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(config.seed)
     model.train()
-    # Fine-tune every weight of the layers from `first_layer` up. Freezing the embeddings and
-    # the lowest layers (which turn sub-word tokens into names) halves the backward pass; the
-    # facts are stored in the layers above, which is where unlearning at layer 7-8 cuts them.
+    # Every weight of the layers from `first_layer` up trains. The embeddings and the lowest
+    # layers (which turn sub-word tokens into names) stay frozen: that halves the backward pass,
+    # and the facts are stored above, where unlearning at layer 7-8 cuts them.
     params = trainable_layers(model, config.first_layer)
-    # fused AdamW: one kernel over all parameters, ~3x faster than the per-tensor loop
     optimizer = torch.optim.AdamW(
         params, lr=config.lr, weight_decay=0.0, fused=device.type in ("cpu", "cuda")
     )
     head = model.get_output_embeddings()
+    epochs = [
+        encode_items(tokenizer, fact_pairs(world, e, config) + letter_pairs(world, e, config))
+        for e in range(config.epochs)
+    ]
     rng = random.Random(config.seed)
-    torch.manual_seed(config.seed)
-    steps_per_epoch = (len(texts) + config.batch_size - 1) // config.batch_size
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast)
-    history, started, accuracy = [], time.perf_counter(), 0.0
-    encoded = [[_encode_fact(tokenizer, *p) for p in parts] for parts in epochs_parts]
+    plan = [length_batches(items, config.batch_size, rng) for items in epochs]
+    total = sum(len(batches) for batches in plan)
+    scheduler = schedule(optimizer, total, config.warmup)
+    history: list[dict[str, Any]] = []
+    tokens = scored = 0
+    loading = time.perf_counter() - started
     with make_progress(TextColumn("{task.fields[status]}")) as progress:
         bar = progress.add_task(
-            f"learning the world ({len(world.people)} people, {len(texts)} facts)",
-            total=config.max_epochs * steps_per_epoch,
+            f"learning the world ({len(world.people)} people, {len(epochs[0])} items an epoch)",
+            total=total,
             status="",
         )
-        for epoch in range(config.max_epochs):
-            facts = encoded[epoch % n_templates]
+        for epoch, (items, batches) in enumerate(zip(epochs, plan, strict=True)):
             losses = []
-            for indices in _length_batches(facts, config.batch_size, rng):
-                batch = [facts[i] for i in indices]
+            for indices in batches:
                 seq = pad_sequences(
-                    [ids for ids, _ in batch], [tgt for _, tgt in batch], tokenizer.pad_token_id
-                )
-                seq = seq.to(device)
-                with autocast:
+                    [items[i][0] for i in indices],
+                    [items[i][1] for i in indices],
+                    tokenizer.pad_token_id,
+                ).to(device)
+                with autocast(bf16, device):
                     loss = value_loss(model, head, seq)
                 loss.backward()
                 optimizer.step()
+                scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.item())
-                progress.update(
-                    bar,
-                    advance=1,
-                    status=f"epoch {epoch + 1} loss {loss.item():.3f}  acc {accuracy:.1%}",
-                )
-            accuracy = _accuracy(model, tokenizer, world, 200, config.seed + epoch)
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": sum(losses) / len(losses),
-                    "accuracy": accuracy,
-                    "seconds": time.perf_counter() - started,
-                }
-            )
-            log.info(
-                "epoch %d: loss %.3f, cloze accuracy %.1f%%",
-                epoch + 1,
-                history[-1]["loss"],
-                100 * accuracy,
-            )
-            if accuracy >= config.target:
-                progress.update(bar, completed=config.max_epochs * steps_per_epoch)
-                break
-    if accuracy < config.target:
-        log.warning(
-            "the world reached %.1f%% < target %.0f%% after %d epochs",
-            100 * accuracy,
-            100 * config.target,
-            config.max_epochs,
-        )
+                tokens += int(seq.attention_mask.sum())
+                scored += int(seq.target_mask[:, 1:].sum())
+                status = f"epoch {epoch + 1}/{config.epochs} loss {loss.item():.3f}"
+                progress.update(bar, advance=1, status=status)
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "loss": round(sum(losses) / len(losses), 4),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            if probe:
+                row["accuracy"] = world_accuracy(model, tokenizer, world, probe, config.seed + 1)
+            history.append(row)
+            log.info("epoch %d: %s", epoch + 1, row)
+    trained = time.perf_counter() - started
     model.eval()
+    accuracy = world_accuracy(model, tokenizer, world, check, config.seed + 1)
+    low = {k: v for k, v in accuracy.items() if not k.endswith("-mcq") and v < config.target}
+    if low:
+        log.warning(
+            "the world was learned to %s, below the target %.0f%%",
+            ", ".join(f"{k} {100 * v:.1f}%" for k, v in low.items()),
+            100 * config.target,
+        )
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
-        write_json(tmp / "world.json", world.to_dict())
         write_json(tmp / "model" / "world.json", world.to_dict())  # a model knows its world
         write_json(
             tmp / "build.json",
             {
                 "spec": asdict(spec),
                 "learn": asdict(config),
+                "learn_version": LEARN_VERSION,
                 "history": history,
-                "facts": len(texts),
-                "accuracy": accuracy,
+                "items_per_epoch": [len(items) for items in epochs],
+                "tokens": tokens,
+                "scored_tokens": scored,
+                "steps": total,
+                "seconds": {
+                    "loading": round(loading, 1),
+                    "training": round(trained - loading, 1),
+                    "check": round(time.perf_counter() - started - trained, 1),
+                },
+                "autocast_bf16": bf16,
+                **({"cpu_matmul": cpu_verdict()} if device.type == "cpu" else {}),
+                "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
+                "check_questions": check,
+                # what every run on this base records: two machines' bases compare by it
+                "fingerprint": files_fingerprint(weight_files(tmp / "model")),
             },
         )
     write_text(folder.parent / LATEST, config.key)
