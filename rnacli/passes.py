@@ -37,7 +37,7 @@ from rnacli.forward import (
     stop_after,
 )
 from rnacli.methods.po import token_logprobs
-from rnacli.rna import Noise
+from rnacli.rna import Noise, noise_for
 
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
@@ -202,13 +202,15 @@ class Passes:
         per_token: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         noise: Noise | None,
     ) -> torch.Tensor:
-        """Mean over real tokens of per_token(logits, reference logits), the reference noised."""
+        """Mean over real tokens of per_token(logits, reference logits); RNA's noise rides in
+        the pass of its side (`Noise.side`)."""
         real = seq.attention_mask.bool()
+        own, ref = noise_for(noise, reference=False), noise_for(noise, reference=True)
         if self.chunk_tokens is None:
-            logits = self._logits(seq, False, None)[real]
-            ref = self._logits(seq, True, noise)[real]
-            return per_token(logits, ref).mean()
-        h = self._run(seq, reference=False, stop=None, noise=None)[real]
-        h_ref = self._run(seq, reference=True, stop=None, noise=noise)[real]
+            logits = self._logits(seq, False, own)[real]
+            ref_logits = self._logits(seq, True, ref)[real]
+            return per_token(logits, ref_logits).mean()
+        h = self._run(seq, reference=False, stop=None, noise=own)[real]
+        h_ref = self._run(seq, reference=True, stop=None, noise=ref)[real]
         head, head_ref = self._head(False), self._head(True)
         return self._chunked(lambda a, b: per_token(head(a), head_ref(b)), h, h_ref).mean()

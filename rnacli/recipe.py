@@ -147,8 +147,14 @@ class MethodConfig(_Section):
 
 class RNAConfig(_Section):
     enabled: bool = False
-    noise_scale: float = Field(0.0, ge=0, le=MAX_COEFF)  # nu, the variance of the noise
+    # nu: the noise variance (absolute), or its fraction of the layer's activation scale
+    noise_scale: float = Field(0.0, ge=0, le=MAX_COEFF)
     layers: int | list[int] | Literal["early", "middle", "late", "all"] | None = None
+    # reference: Algorithm 1 (the frozen reference's retain pass, the target moves);
+    # model: Assumption 5.1 (the updated model's own retain pass, the target clean)
+    side: Literal["reference", "model"] = "reference"
+    # absolute: nu is the variance; relative: nu x the median per-token mean of z^2 at the layer
+    scale: Literal["absolute", "relative"] = "absolute"
 
     @model_validator(mode="after")
     def _scale(self) -> RNAConfig:

@@ -49,7 +49,13 @@ from rnacli.precision import autocast as precision_autocast
 from rnacli.precision import cpu_verdict, use_autocast
 from rnacli.progress import console, make_progress
 from rnacli.recipe import Recipe, to_toml
-from rnacli.rna import Noise, resolve_layers
+from rnacli.rna import (
+    Noise,
+    activation_scale,
+    expectation_note,
+    median_scale,
+    resolve_layers,
+)
 from rnacli.text import read_json
 
 log = logging.getLogger(__name__)
@@ -140,19 +146,79 @@ def make_optimizer(
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+SCALE_BATCHES = 4  # retain batches that RNA's relative scale is measured on
+
+
+@dataclass
+class RNASetup:
+    """Where RNA's noise goes and how large it is, fixed before the first step."""
+
+    layers: list[int]
+    side: str
+    variance: dict[int, float]  # per layer: nu, or nu x the layer's activation scale
+    activation_scale: dict[int, float] | None = None  # measured, for scale = "relative"
+
+    def describe(self) -> str:
+        per_layer = ", ".join(
+            f"layer {i}: variance {v:.4g}"
+            + (f" (scale {self.activation_scale[i]:.4g})" if self.activation_scale else "")
+            for i, v in self.variance.items()
+        )
+        return f"RNA on the {self.side} side, {per_layer}"
+
+    def to_dict(self) -> dict:
+        return {
+            "layers": self.layers,
+            "side": self.side,
+            "noise_variance": {str(i): v for i, v in self.variance.items()},
+            **(
+                {"activation_scale": {str(i): v for i, v in self.activation_scale.items()}}
+                if self.activation_scale
+                else {}
+            ),
+        }
+
+
+def rna_setup(recipe: Recipe, layers: list[int], passes: Passes, data: TrainingData):
+    """The noise variance per layer: nu itself, or (scale = "relative") nu times the layer's
+    activation scale, the median over tokens of the per-token mean of z^2 of the reference
+    model on the run's first retain batches (the same batches in every process and on resume,
+    the reference's weights: so the same number)."""
+    cfg = recipe.rna
+    if not cfg.enabled:
+        return None
+    if cfg.scale == "absolute":
+        return RNASetup(layers, cfg.side, dict.fromkeys(layers, cfg.noise_scale))
+    device = next(passes.model.parameters()).device
+    seqs = [seq.to(device) for seq in data.first_retain_batches(SCALE_BATCHES)]
+    scales = {}
+    with torch.no_grad():
+        for layer in layers:
+            scales[layer] = median_scale(
+                [
+                    activation_scale(passes.hidden(seq, layer, reference=True), seq.attention_mask)
+                    for seq in seqs
+                ]
+            )
+    variance = {i: cfg.noise_scale * scales[i] for i in layers}
+    return RNASetup(layers, cfg.side, variance, scales)
+
+
 def step_noise(
-    recipe: Recipe, layers: list[int], step: int, micro: int, rank: int, device: torch.device
+    recipe: Recipe, setup: RNASetup | None, step: int, micro: int, rank: int, device: torch.device
 ) -> Noise | None:
     """RNA noise for one micro-batch, from a generator seeded by (seed, step, micro, rank)."""
-    if not recipe.rna.enabled:
+    if setup is None:
         return None
     gen = torch.Generator(device=device)
     # a stable hash: Python's hash() of a str is salted per process, which would break resume
     gen.manual_seed(stable_seed(recipe.train.seed, "rna", step, micro, rank) & 0x7FFF_FFFF_FFFF)
-    return Noise(layers, recipe.rna.noise_scale, gen)
+    return Noise(setup.layers, setup.variance, gen, setup.side)
 
 
-def environment(device: torch.device, recipe: Recipe, world_size: int) -> dict:
+def environment(
+    device: torch.device, recipe: Recipe, world_size: int, extra: dict | None = None
+) -> dict:
     import accelerate
     import transformers
 
@@ -183,6 +249,7 @@ def environment(device: torch.device, recipe: Recipe, world_size: int) -> dict:
         "git_commit": commit,
         "platform": platform.platform(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra or {}),
     }
 
 
@@ -355,12 +422,20 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, *, resume: bool) -> Train
         chunk_tokens=cfg.logits_chunk or None,
         checkpoint_head=cfg.checkpoint_head,
     )
+    rna = rna_setup(recipe, noise_layers, passes, data)  # before a resumed run's weights load
+    if rna is not None and main:
+        console.print(rna.describe(), highlight=False)
+        if note := expectation_note(
+            method.family, noise_layers, recipe.method.layer, recipe.method.label
+        ):
+            console.print(note, highlight=False)
     optimizer = make_optimizer(recipe, list(trainable.values()), device)
     if start_step:
         _restore(run_dir, trainable, optimizer)
         log.info("resuming %s from step %d", run_dir, start_step)
     if main:
-        _write_run_files(run_dir, recipe, device, world, start_step)
+        extra = {"base_fingerprint": fingerprint, **({"rna": rna.to_dict()} if rna else {})}
+        _write_run_files(run_dir, recipe, device, world, start_step, extra)
     bf16 = use_autocast(cfg.autocast, device)
     autocast = precision_autocast(bf16, device)
     last_saved = start_step
@@ -388,7 +463,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, *, resume: bool) -> Train
             logged = dict.fromkeys(("loss", "forget_loss", "retain_loss"), 0.0)
             for micro in range(cfg.grad_accum):
                 batch = data.batch(step, micro).to(device)
-                noise = step_noise(recipe, noise_layers, step, micro, rank, device)
+                noise = step_noise(recipe, rna, step, micro, rank, device)
                 with autocast:
                     loss, values = unlearning_loss(
                         method, retain, passes, batch, recipe.alphas[batch.corpus], noise
@@ -466,12 +541,17 @@ def _restore(
 
 
 def _write_run_files(
-    run_dir: Path, recipe: Recipe, device: torch.device, world: int, start_step: int
+    run_dir: Path,
+    recipe: Recipe,
+    device: torch.device,
+    world: int,
+    start_step: int,
+    extra: dict | None = None,
 ) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "recipe.toml", to_toml(recipe.to_dict()))
     write_json(run_dir / "recipe.json", recipe.to_dict())
-    write_json(run_dir / "env.json", environment(device, recipe, world))
+    write_json(run_dir / "env.json", environment(device, recipe, world, extra))
     _truncate_metrics(run_dir / METRICS, start_step)
 
 

@@ -124,7 +124,9 @@ def test_step_noise_is_the_same_in_every_process(tiny_model_dir, corpora):
         "from rnacli.recipe import recipe_from_dict\n"
         "from rnacli.train import step_noise\n"
         "r = recipe_from_dict(json.loads(sys.argv[1]))\n"
-        "n = step_noise(r, [3], step=5, micro=0, rank=0, device=torch.device('cpu'))\n"
+        "from rnacli.train import RNASetup\n"
+        "setup = RNASetup([3], 'reference', {3: 0.05})\n"
+        "n = step_noise(r, setup, step=5, micro=0, rank=0, device=torch.device('cpu'))\n"
         "print(n.sample_like(torch.zeros(3)).tolist())\n"
     )
     outputs = set()
@@ -165,3 +167,172 @@ def test_rm_noise_leaves_the_expected_retain_gradient_unchanged_po_noise_does_no
         antithetic = (grad(loss_fn, ref + delta) + grad(loss_fn, ref - delta)) / 2
         assert torch.allclose(antithetic, plain, atol=1e-5) == unchanged, loss_fn.__name__
         assert not torch.allclose(grad(loss_fn, ref + delta), plain, atol=1e-3)
+
+
+class FixedNoise(Noise):
+    """+delta or -delta (one fixed draw per layer): antithetic pairs average to zero noise."""
+
+    def __init__(self, layers, side, sign, deltas):
+        super().__init__(layers, 1.0, torch.Generator(), side)
+        self.sign, self.deltas = sign, deltas
+
+    def sample_like(self, hidden, layer=None):
+        key = (layer, tuple(hidden.shape))
+        if key not in self.deltas:
+            gen = torch.Generator().manual_seed(len(self.deltas))
+            self.deltas[key] = 0.5 * torch.randn(hidden.shape, generator=gen)
+        return self.sign * self.deltas[key].to(hidden.dtype)
+
+
+def retain_grads(model, passes, retain, seq, noise):
+    model.zero_grad(set_to_none=True)
+    retain.loss(passes, seq, noise=noise).backward()
+    return [model.get_parameter(n).grad.clone() for n in TRAINABLE]
+
+
+def moved_model(tiny):
+    """The tiny model with a trained tensor moved off the reference (else the retain loss and
+    its gradient are exactly 0); call .restore() after."""
+    model, _ = tiny
+    for name in TRAINABLE:
+        model.get_parameter(name).requires_grad_(True)
+    with torch.no_grad():
+        model.get_parameter(TRAINABLE[1]).mul_(1.5)
+    return model
+
+
+def restore(model):
+    with torch.no_grad():
+        model.get_parameter(TRAINABLE[1]).div_(1.5)
+    for name in TRAINABLE:
+        model.get_parameter(name).requires_grad_(False)
+
+
+@pytest.mark.parametrize(
+    ("side", "layers", "unchanged"),
+    [
+        ("reference", [3], True),  # the unlearn layer: quadratic loss, zero-mean cross term
+        ("model", [3], True),
+        ("model", [0], False),  # below the trained layers 1-3: through them, nonlinearly
+    ],
+)
+def test_expected_rm_retain_gradient_by_side_and_layer(tiny, side, layers, unchanged):
+    """Antithetic draws (+delta, -delta) average to the noiseless gradient exactly when noise
+    cannot change an RM method's expected retain gradient (`rna.expectation_note`)."""
+    from rnacli.methods.retain import RepresentationRetain
+
+    model, tok = tiny
+    seq = document_batch(tok, TEXTS, 24)
+    retain = RepresentationRetain(3)
+    passes_model = moved_model(tiny)
+    try:
+        passes = Passes(passes_model, TRAINABLE)
+        plain = retain_grads(model, passes, retain, seq, None)
+        deltas: dict = {}
+        plus = retain_grads(model, passes, retain, seq, FixedNoise(layers, side, 1.0, deltas))
+        minus = retain_grads(model, passes, retain, seq, FixedNoise(layers, side, -1.0, deltas))
+    finally:
+        restore(model)
+    for p, a, b in zip(plain, plus, minus, strict=True):
+        assert not torch.allclose(a, p, atol=1e-6)  # each draw does move the gradient
+        same = torch.allclose((a + b) / 2, p, rtol=1e-4, atol=1e-7)
+        assert same == unchanged, (side, layers)
+
+
+@pytest.mark.parametrize("side", ["reference", "model"])
+@pytest.mark.parametrize(("method", "retain_loss"), [("rmu", None), ("npo", "kl"), ("dpo", "mse")])
+def test_noise_lands_only_in_the_chosen_sides_retain_pass(
+    tiny, corpora, tiny_model_dir, method, retain_loss, side, monkeypatch
+):
+    """Which passes get noise: exactly the retain pass of the chosen side, never a forget pass,
+    and only the chosen layers' outputs."""
+    model, tok = tiny
+    recipe = recipe_from_dict(tiny_recipe(tiny_model_dir, corpora, method, retain_loss))
+    m = build_method(recipe.method, model.config.hidden_size, 2, seed=0)
+    retain = build_retain(recipe.method)
+    from rnacli.data.batches import preference_batches
+
+    forget = document_batch(tok, TEXTS, 24)
+    win, lose = preference_batches(tok, TEXTS, ["I don't know.", "No idea."], 24, 4)
+    retain_seq = document_batch(tok, TEXTS[::-1], 24)
+    batch = type(
+        "B",
+        (),
+        {
+            "forget": lose if method == "dpo" else forget,
+            "refusal": win,
+            "retain": retain_seq,
+            "corpus": 0,
+        },
+    )()
+    passes = Passes(model, TRAINABLE)
+    seen = []
+    original_run = Passes._run
+
+    def recording_run(self, seq, *, reference, stop, noise):
+        seen.append((seq is retain_seq, reference, None if noise is None else noise.side))
+        return original_run(self, seq, reference=reference, stop=stop, noise=noise)
+
+    monkeypatch.setattr(Passes, "_run", recording_run)
+    noise = Noise([2], 0.05, torch.Generator().manual_seed(0), side)
+    unlearning_loss(m, retain, passes, batch, 1.0, noise)
+    noised = [(is_retain, ref) for is_retain, ref, got in seen if got is not None]
+    assert noised == [(True, side == "reference")]
+    assert all(got in (None, side) for _, _, got in seen)
+    assert noise.calls == 1  # layer 2 only, once
+
+
+def test_activation_scale_is_the_median_per_token_mean_square():
+    from rnacli.rna import activation_scale, median_scale
+
+    hidden = torch.tensor(
+        [[[1.0, 1.0], [2.0, -2.0], [50.0, 50.0]], [[3.0, 3.0], [0.0, 0.0], [7.0, 1.0]]]
+    )
+    mask = torch.tensor([[1, 1, 0], [1, 0, 1]])  # padding (50, 50) and (0, 0) never count
+    per_token = activation_scale(hidden, mask)
+    assert per_token.tolist() == [1.0, 4.0, 9.0, 25.0]
+    assert median_scale([per_token[:1], per_token[1:]]) == 4.0  # torch: the lower middle value
+    assert median_scale([torch.tensor([1.0, 4.0, 900.0])]) == 4.0  # one huge token moves nothing
+
+
+def test_relative_scale_is_measured_on_the_first_retain_batches(tiny_model_dir, corpora, tmp_path):
+    """rna.scale = relative: variance = nu x median per-token mean z^2 of the reference at the
+    layer over the run's first retain batches; recorded in env.json."""
+    import json
+
+    from rnacli.models import load_model
+    from rnacli.rna import activation_scale, median_scale
+    from rnacli.train import SCALE_BATCHES, train, training_data
+
+    raw = tiny_recipe(tiny_model_dir, corpora, "npo", "kl", rna=True)
+    raw["rna"].update({"noise_scale": 0.25, "layers": [1, 2], "scale": "relative", "side": "model"})
+    recipe = recipe_from_dict(raw)
+    train(recipe, tmp_path / "run")
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    model, tok = load_model(str(tiny_model_dir), device="cpu")
+    data = training_data(recipe, tok)
+    passes = Passes(model, TRAINABLE)
+    for layer in (1, 2):
+        expected = median_scale(
+            [
+                activation_scale(passes.hidden(s, layer, reference=True), s.attention_mask)
+                for s in data.first_retain_batches(SCALE_BATCHES)
+            ]
+        )
+        assert env["rna"]["activation_scale"][str(layer)] == pytest.approx(expected)
+        assert env["rna"]["noise_variance"][str(layer)] == pytest.approx(0.25 * expected)
+    assert env["rna"]["side"] == "model"
+
+
+def test_train_notes_a_setting_that_is_a_no_op_in_expectation(
+    tiny_model_dir, corpora, tmp_path, capsys
+):
+    from rnacli.train import train
+
+    raw = tiny_recipe(tiny_model_dir, corpora, "rmu", rna=True, train={"steps": 1})
+    raw["rna"]["layers"] = 3  # the unlearn layer
+    train(recipe_from_dict(raw), tmp_path / "at_l")
+    assert "rna.layers = 3 is RMU's unlearn layer" in capsys.readouterr().err
+    raw["rna"]["layers"] = 2
+    train(recipe_from_dict(raw), tmp_path / "below_l")
+    assert "unlearn layer" not in capsys.readouterr().err

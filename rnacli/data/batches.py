@@ -209,12 +209,7 @@ class TrainingData:
                 len(self.forget[k]), self.batch_size, index, self.seed, self.forget_names[k]
             )
         ]
-        retain_index = (step * self.grad_accum + micro) * self.world_size + self.rank
-        retain = [
-            self.retain[i]
-            for i in pick(len(self.retain), self.batch_size, retain_index, self.seed, "retain")
-        ]
-        retain_seq = document_batch(self.tokenizer, retain, self.retain_max_length)
+        retain_seq = self._retain(((step * self.grad_accum + micro) * self.world_size) + self.rank)
         if self.refusals is None:
             forget_seq = document_batch(self.tokenizer, docs, self.forget_max_length[k])
             return StepBatch(step, k, forget_seq, retain_seq)
@@ -224,3 +219,15 @@ class TrainingData:
             self.tokenizer, docs, refusals, self.forget_max_length[k], self.prompt_tokens
         )
         return StepBatch(step, k, lose, retain_seq, win)
+
+    def _retain(self, index: int) -> Seq:
+        """Retain batch `index` of the whole run (all processes and micro-batches together)."""
+        picked = pick(len(self.retain), self.batch_size, index, self.seed, "retain")
+        return document_batch(
+            self.tokenizer, [self.retain[i] for i in picked], self.retain_max_length
+        )
+
+    def first_retain_batches(self, n: int) -> list[Seq]:
+        """The run's first n retain batches: the same in every process (RNA's relative scale is
+        measured on them)."""
+        return [self._retain(index) for index in range(n)]

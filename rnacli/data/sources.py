@@ -145,9 +145,7 @@ SPLITS = ("train", "test", "all")
 
 WORLD_QA = ("forget", "retain", "perturbed", "mention")
 WORLD_CORPORA = tuple(
-    f"{group}{kind}"
-    for kind in ("facts", "qa", "passages")
-    for group in ("forget-", "retain-", "")
+    f"{group}{kind}" for kind in ("facts", "qa", "passages") for group in ("forget-", "retain-", "")
 )
 
 

@@ -1,13 +1,15 @@
 """Retain losses: keep the updated model close to the frozen reference on retain text.
 
 RM methods compare layer-l activations; PO methods compare next-token distributions, either by
-KL(pi_ref || pi) or by the MSE of log-probabilities. With RNA the reference side is noised."""
+KL(pi_ref || pi) or by the MSE of log-probabilities. With RNA, the noise rides in the retain
+pass of the side it names (`rnacli.rna`): the reference's (the target) or the updated model's."""
 
 from __future__ import annotations
 
 import torch
 
 from rnacli.methods.reduce import masked_mean, masked_mse
+from rnacli.rna import noise_for
 
 
 def rm_retain_loss(z: torch.Tensor, z_ref: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -43,7 +45,7 @@ def mse_retain_loss(
     return masked_mean(token_logprob_mse(logits, logits_ref), mask)
 
 
-# -- retain losses as used by the loop; with RNA, `noise` rides in the reference pass --------
+# -- retain losses as used by the loop; with RNA, `noise` rides in one side's retain pass -----
 
 
 class RepresentationRetain:
@@ -51,8 +53,8 @@ class RepresentationRetain:
         self.layer = layer
 
     def loss(self, passes, seq, noise=None) -> torch.Tensor:
-        z = passes.hidden(seq, self.layer)
-        z_ref = passes.hidden(seq, self.layer, reference=True, noise=noise)
+        z = passes.hidden(seq, self.layer, noise=noise_for(noise, reference=False))
+        z_ref = passes.hidden(seq, self.layer, reference=True, noise=noise_for(noise, True))
         return rm_retain_loss(z, z_ref, seq.attention_mask)
 
 
