@@ -1,10 +1,13 @@
 """Browser demo (Gradio): the base model, unlearned runs and RNA runs side by side, and how their
-answers to an MMLU/WMDP question move when a forget-token is inserted.
+answers to a question (the fictional world's, MMLU's, WMDP's) move when a forget-token is
+inserted.
 
-    python -m app RUN... [--host 127.0.0.1] [--port 7860] [--keywords FILE]
-    rnacli demo RUN...
+    rnacli demo                      # the world model and the quickstart's runs
+    rnacli demo RUN... [--host 127.0.0.1] [--port 7860] [--keywords FILE]
+    python -m app [RUN...]
 
-The base model is loaded once; each run keeps only its delta tensors (`rnacli.probe`).
+Presentation only: the logic is `rnacli.probe` (the base model loaded once, each run kept as
+its delta tensors).
 """
 
 import os

@@ -1,4 +1,4 @@
-"""`python -m app RUN... [--host] [--port] [--keywords FILE]`: serve the demo."""
+"""`python -m app [RUN...] [--host] [--port] [--keywords FILE]`: serve the demo."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 from app import serve
 from rnacli.errors import RnacliError
+from rnacli.probe.runs import quickstart_specs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,9 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "runs",
-        nargs="+",
+        nargs="*",
         metavar="RUN",
-        help="run folders of one base model; a plain model (e.g. smollm2-135m) is the base column",
+        help="run folders of one base model; a plain model (e.g. smollm2-135m) is the base "
+        "column; none: the world model and the quickstart's runs (runs/world/)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -27,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto", help="auto, fp32, bf16, fp16")
     args = parser.parse_args(argv)
     try:
+        runs = args.runs or quickstart_specs()[0]
         serve(
-            args.runs,
+            runs,
             host=args.host,
             port=args.port,
             keywords_file=args.keywords_file,

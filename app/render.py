@@ -1,19 +1,17 @@
-"""Presentation of probe results: bar plots, verdict badges, tables. No scoring here."""
+"""Presentation of probe results as HTML: probability bars, verdict badges, the batch table and
+its CSV link. No scoring here (that is `rnacli.probe`)."""
 
 from __future__ import annotations
 
 import html
-
-import numpy as np
-from matplotlib.figure import Figure
+from urllib.parse import quote
 
 from rnacli.data.records import LETTERS
-from rnacli.probe import BatchResult, ModelAnswer, Probe
+from rnacli.probe.batch import BatchResult, to_csv
+from rnacli.probe.probing import ModelAnswer, Probe
+from rnacli.probe.scoring import Request
 
-BEFORE_COLOR = "#9ca3af"
-AFTER_COLOR = "#2563eb"
-FLIP_COLOR = "#dc2626"
-CORRECT_COLOR = "#15803d"
+CHOICE_CHARS = 32  # a choice's text beside its bars, shortened
 
 CSS = """
 .rna-error { background: #fef2f2; border: 1px solid #dc2626; color: #991b1b; padding: 8px 12px;
@@ -30,6 +28,20 @@ CSS = """
 .rna-flip, .rna-diverge { background: #dc2626; color: white; }
 .rna-same, .rna-agree { background: #e5e7eb; color: #374151; }
 .rna-ref { background: #dbeafe; color: #1e3a8a; }
+.rna-bars { margin-bottom: 8px; font-size: 0.9em; }
+.rna-bar-row { display: grid; grid-template-columns: 1.6em 1fr 3.6em; gap: 2px 6px;
+  align-items: center; margin: 3px 0; }
+.rna-bar-text { grid-column: 2 / 4; color: #4b5563; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; font-size: 0.85em; }
+.rna-bar-track { background: #f3f4f6; border-radius: 3px; height: 9px; }
+.rna-bar { height: 9px; border-radius: 3px; }
+.rna-bar.rna-before { background: #9ca3af; }
+.rna-bar.rna-after { background: #2563eb; }
+.rna-bar.rna-after.rna-flipped { background: #dc2626; }
+.rna-correct-choice { color: #15803d; font-weight: 700; }
+.rna-pct { text-align: right; font-variant-numeric: tabular-nums; font-size: 0.85em; }
+.rna-legend { color: #6b7280; font-size: 0.8em; }
+.rna-people b { white-space: nowrap; }
 """
 
 
@@ -39,38 +51,60 @@ def error_html(message: str) -> str:
     return f'<div class="rna-error" role="alert">Error: {html.escape(line)}</div>'
 
 
-def probability_figure(answer: ModelAnswer, keyword: str | None) -> Figure:
-    """P(A..D) without the keyword (grey) and with it (blue, red when the answer flipped)."""
-    # A bare Figure (not pyplot): nothing global to leak across requests and threads. Fixed
-    # margins instead of a layout engine: drawing is a good part of a request's time on a CPU.
-    fig = Figure(figsize=(3.6, 2.3), dpi=100)
-    fig.subplots_adjust(left=0.17, right=0.98, top=0.96, bottom=0.11)
-    ax = fig.add_subplot()
-    x = np.arange(len(LETTERS))
-    width = 0.38 if answer.after is not None else 0.6
-    offset = width / 2 if answer.after is not None else 0.0
-    ax.bar(x - offset, answer.before.probs, width, color=BEFORE_COLOR, label="without token")
-    if answer.after is not None:
-        label = keyword if keyword and len(keyword) <= 24 else "with token"
-        color = FLIP_COLOR if answer.flipped else AFTER_COLOR
-        ax.bar(x + offset, answer.after.probs, width, color=color, label=f"with {label}")
-    ax.set_xticks(x, list(LETTERS))
-    ticks = ax.get_xticklabels()
-    ticks[answer.answer].set_color(CORRECT_COLOR)
-    ticks[answer.answer].set_fontweight("bold")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("probability")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(fontsize=7, frameon=False, loc="upper right")
-    return fig
+def shown_prompt(request: Request | None, scoring: str) -> str:
+    """A request as the models see it: the context, and for cloze scoring the continuations
+    scored after it (for letters they are always " A".." D", named in the label)."""
+    if request is None:
+        return ""
+    context, continuations = request
+    if scoring != "cloze":
+        return context
+    options = " | ".join(repr(c) for c in continuations)
+    return f"{context}\n\n[each choice scored as its continuation: {options}]"
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= CHOICE_CHARS else text[: CHOICE_CHARS - 1] + "…"
+
+
+def bars_html(answer: ModelAnswer, probe: Probe) -> str:
+    """P(choice) without the token (grey) and with it (blue; red when the answer flipped), one
+    row per choice, the correct one in green."""
+    after_choices = probe.edited["choices"] if probe.edited is not None else None
+    rows = []
+    for k, letter in enumerate(LETTERS):
+        text = probe.original["choices"][k]
+        if after_choices is not None and after_choices[k] != text:
+            text = f"{text} → {after_choices[k]}"
+        correct = ' class="rna-correct-choice"' if k == answer.answer else ""
+        bars = [("rna-before", answer.before.probs[k])]
+        if answer.after is not None:
+            flipped = " rna-flipped" if answer.flipped else ""
+            bars.append((f"rna-after{flipped}", answer.after.probs[k]))
+        cells = "".join(
+            f"<span{correct if i == 0 else ''}>{letter if i == 0 else ''}</span>"
+            f'<div class="rna-bar-track"><div class="rna-bar {cls}" '
+            f'style="width:{100 * p:.1f}%"></div></div>'
+            f'<span class="rna-pct">{100 * p:.1f}%</span>'
+            for i, (cls, p) in enumerate(bars)
+        )
+        rows.append(
+            f'<div class="rna-bar-row"><span></span>'
+            f'<span class="rna-bar-text" title="{html.escape(text)}">'
+            f"{html.escape(_short(text))}</span>{cells}</div>"
+        )
+    legend = "grey: without the token" + ("; blue/red: with it" if answer.after else "")
+    return (
+        f'<div class="rna-bars" data-model="{html.escape(answer.label)}">{"".join(rows)}'
+        f'<div class="rna-legend">P(answer): {legend}</div></div>'
+    )
 
 
 def _mark(correct: bool) -> str:
-    return (
-        '<span class="rna-ok">✓ correct</span>'
-        if correct
-        else ('<span class="rna-bad">✗ incorrect</span>')
-    )
+    if correct:
+        return '<span class="rna-ok">✓ correct</span>'
+    return '<span class="rna-bad">✗ incorrect</span>'
 
 
 def verdict_html(answer: ModelAnswer, *, is_base: bool) -> str:
@@ -97,12 +131,9 @@ def verdict_html(answer: ModelAnswer, *, is_base: bool) -> str:
     if is_base:
         badges.append('<span class="rna-badge rna-ref">reference</span>')
     else:
+        after = answer.after is not None and answer.base_after is not None
         differs = answer.differs_after if answer.after is not None else answer.differs_before
-        base = LETTERS[
-            answer.base_after
-            if answer.after is not None and answer.base_after is not None
-            else answer.base_before
-        ]
+        base = LETTERS[answer.base_after if after else answer.base_before]  # type: ignore[index]
         if differs:
             badges.append(f'<span class="rna-badge rna-diverge">differs from base ({base})</span>')
         else:
@@ -115,6 +146,10 @@ def verdict_html(answer: ModelAnswer, *, is_base: bool) -> str:
         + "".join(rows)
         + f"<div>{''.join(badges)}</div></div>"
     )
+
+
+def column_html(answer: ModelAnswer, probe: Probe, *, is_base: bool) -> str:
+    return bars_html(answer, probe) + verdict_html(answer, is_base=is_base)
 
 
 def summary_html(probe: Probe) -> str:
@@ -132,6 +167,15 @@ def summary_html(probe: Probe) -> str:
         )
     parts.append(f"Scored in {probe.seconds:.2f} s.")
     return f'<div class="rna-summary">{" ".join(parts)}</div>'
+
+
+def people_html(forget: list[str]) -> str:
+    """The people being forgotten: their names are the world's forget-tokens."""
+    names = ", ".join(f"<b>{html.escape(n)}</b>" for n in forget)
+    return (
+        f'<div class="rna-people">Forgotten people ({len(forget)}; their names are the '
+        f"forget-tokens): {names}</div>"
+    )
 
 
 BATCH_HEADERS = [
@@ -164,9 +208,12 @@ def batch_rows(result: BatchResult) -> list[list[str | int]]:
 
 
 def batch_summary(result: BatchResult) -> str:
+    link = quote(to_csv(result))
     return (
-        f"{result.rows[0].n} questions, keyword <b>{html.escape(result.keyword)}</b> "
-        f"({html.escape(result.where)}), {len(result.rows)} models, "
-        f"{result.seconds:.1f} s. Flip rate: share of questions whose answer the keyword "
-        "changed; differs from base: answered (with the keyword) unlike the base model."
+        f"{result.rows[0].n} questions of {html.escape(result.set_name)}, keyword "
+        f"<b>{html.escape(result.keyword)}</b> ({html.escape(result.where)}), "
+        f"{len(result.rows)} models, {result.seconds:.1f} s. Flip rate: share of questions whose "
+        "answer the keyword changed; differs from base: answered (with the keyword) unlike the "
+        f'base model. <a id="rna-batch-csv" download="rnacli-batch-probe.csv" '
+        f'href="data:text/csv;charset=utf-8,{link}">Download the table (CSV)</a>'
     )

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rnacli.data.perturb import keyword_sets
 from rnacli.errors import RnacliError
-from rnacli.probe import ModelBank, available_question_sets
+from rnacli.probe.bank import ModelBank
+from rnacli.probe.opening import opening_question
+from rnacli.probe.questions import available_question_sets
+from rnacli.probe.world import world_question_sets
 
 if TYPE_CHECKING:  # Gradio is imported only when the page is built (it takes seconds)
     import gradio as gr
@@ -32,16 +35,29 @@ def prepare(
     dtype: str = "auto",
     device: str = "auto",
 ) -> DemoData:
-    """Everything the page serves: the model bank, the offered question sets, the keywords.
-    Raises RnacliError (one line) for a bad run, base model or keywords file."""
+    """Everything the page serves: the model bank, the offered question sets, the keywords and,
+    on a world model, the forgotten people and the question the page opens on. Raises
+    RnacliError (one line) for a bad run, base model or keywords file."""
     from app.ui import DemoData, keyword_choices
 
     # Cheapest checks first: a wrong keywords file or run fails before anything big loads.
     keywords, keyword_notes = keyword_choices(keyword_sets((), keywords_file))
     bank = ModelBank.load(list(runs), dtype=dtype, device=device)
     bank.warm_up()
-    sets, set_notes = available_question_sets()
-    return DemoData(bank=bank, sets=sets, keywords=keywords, notes=set_notes + keyword_notes)
+    world = world_question_sets(bank.world) if bank.world is not None else {}
+    # Beside a world, a set that would be downloaded first is left out (no wait at start).
+    more, notes = available_question_sets(download=not world)
+    sets = {**world, **more}
+    if not sets:
+        raise RnacliError("no question set could be loaded: " + "; ".join(notes))
+    data = DemoData(bank=bank, sets=dict(sets), keywords=keywords, notes=notes + keyword_notes)
+    if world:
+        first = next(iter(world.values()))  # the letter-form retain questions
+        data.forget = sorted(first.forget)
+        data.keywords = [*data.forget, *keywords]
+        opening = opening_question(bank, first, data.forget, seed=bank.world.seed)
+        data.opening = (first.name, opening)
+    return data
 
 
 def serve(
@@ -49,7 +65,6 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 7860,
     keywords_file: str | None = None,
-    share: bool = False,
     *,
     dtype: str = "auto",
     device: str = "auto",
@@ -60,18 +75,17 @@ def serve(
     os.environ.setdefault("RNACLI_QUIET", "1")
     from rnacli.progress import console
 
-    with console.status("loading models"):
+    with console.status("loading models and choosing the opening question"):
         data = prepare(runs, keywords_file=keywords_file, dtype=dtype, device=device)
     console.print(data.bank.memory.summary())
     for note in data.notes:
         console.print(note)
-    if host not in LOCAL_HOSTS or share:
-        where = "a public share link" if share else host
+    if host not in LOCAL_HOSTS:
         console.print(
-            f"[yellow]warning:[/] serving on {where}: the demo has no login and is reachable "
+            f"[yellow]warning:[/] serving on {host}: the demo has no login and is reachable "
             "by anyone who can reach it"
         )
-    launch(data, host=host, port=port, share=share)
+    launch(data, host=host, port=port, on_ready=lambda url: console.print(f"serving on {url}"))
 
 
 class _NoUploads:
@@ -128,10 +142,11 @@ def launch(
     *,
     host: str = "127.0.0.1",
     port: int = 7860,
-    share: bool = False,
     block: bool = True,
+    on_ready: Callable[[str], None] | None = None,
 ) -> tuple[gr.Blocks, str]:
-    """Serve `data` (from `prepare`); with block=False, return (blocks, url) at once."""
+    """Serve `data` (from `prepare`); with block=False, return (blocks, url) at once.
+    `on_ready(url)` is called once the page is served (before blocking)."""
     from starlette.middleware import Middleware
 
     from app.render import CSS
@@ -144,9 +159,9 @@ def launch(
         _, url, _ = blocks.launch(
             server_name=host,
             server_port=port,
-            share=share,
+            share=False,  # no public links: the demo has no login
             inbrowser=False,
-            prevent_thread_lock=not block,
+            prevent_thread_lock=True,
             show_error=False,  # handlers report errors themselves, in one line
             ssr_mode=False,
             pwa=False,
@@ -154,7 +169,7 @@ def launch(
             app_kwargs={"middleware": [Middleware(_NoUploads)]},
             mcp_server=False,
             enable_monitoring=False,
-            quiet=False,
+            quiet=True,  # its hints name launch() options the command line does not have
             theme=theme(),
             css=CSS,
         )
@@ -163,4 +178,8 @@ def launch(
             f"cannot serve on {host}:{port}: the port is taken or the address is not this "
             "machine's; pick another --port or --host"
         ) from None
+    if on_ready is not None:
+        on_ready(url)
+    if block:
+        blocks.block_thread()
     return blocks, url

@@ -672,12 +672,13 @@ def world_build(
 @app.command()
 def demo(
     runs: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             help="Run folders of one base model; a plain model (smollm2-135m, world, a folder) "
-            "among them is the base column."
+            "among them is the base column. None: the world model and the quickstart's runs "
+            "(runs/world/, from `make quickstart`)."
         ),
-    ],
+    ] = None,
     host: Annotated[
         str, typer.Option(help="Address to bind (keep 127.0.0.1 unless you must).")
     ] = "127.0.0.1",
@@ -692,6 +693,12 @@ def demo(
     dtype: Annotated[str, typer.Option(help="auto, fp32, bf16, fp16.")] = "auto",
 ) -> None:
     """Gradio demo: base, unlearned and RNA side by side, forget-tokens inserted live."""
+    from rnacli.probe.runs import quickstart_specs
+
+    if not runs:
+        runs, missing = quickstart_specs()
+        if missing:
+            console.print(f"not trained yet, left out: {', '.join(missing)}")
     try:
         from app import serve
     except ImportError as e:

@@ -20,18 +20,17 @@ from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import choice_loglikelihoods
 from rnacli.evaluate.prompts import CONTINUATIONS, prompt
 from rnacli.models import load_model
-from rnacli.probe import (
+from rnacli.probe.bank import ModelBank
+from rnacli.probe.batch import batch_probe
+from rnacli.probe.inputs import (
     MAX_KEYWORD_CHARS,
     MAX_QUESTION_CHARS,
     Insertion,
-    ModelBank,
-    available_question_sets,
-    batch_probe,
     insert_keyword,
     make_record,
-    probe_question,
-    question_set,
 )
+from rnacli.probe.probing import probe_question
+from rnacli.probe.questions import available_question_sets, question_set
 from tests.conftest import qa_rows, tiny_recipe
 from tests.tiny import save_tiny
 
@@ -106,6 +105,14 @@ def records(n: int = 12) -> list[QARecord]:
     return [qa_record(r, f"row {i}") for i, r in enumerate(qa_rows(n))]
 
 
+MMLU = question_set("mmlu", records(12))  # lm-eval's MMLU prompt, {subject} per question
+
+
+def letters(contexts: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """Letter-scoring requests: each context with the continuations " A".." D"."""
+    return [(c, CONTINUATIONS) for c in contexts]
+
+
 # --------------------------------------------------------------------------- model bank
 
 
@@ -127,10 +134,12 @@ def test_swapped_scores_equal_a_full_load_and_base_is_restored(bank, runs):
     for name in ("npo_kl", "cyclic"):
         model, tokenizer = load_model(str(runs[name]), device="cpu")
         expected = choice_loglikelihoods(model, tokenizer, contexts)
-        np.testing.assert_allclose(bank.loglikelihoods(name, contexts), expected, atol=1e-4)
+        np.testing.assert_allclose(
+            bank.loglikelihoods(name, letters(contexts)), expected, atol=1e-4
+        )
     for n, p in bank.model.named_parameters():
         assert torch.equal(p, base_values[n]), n
-    probs = bank.probabilities("cyclic", contexts)
+    probs = bank.probabilities("cyclic", letters(contexts))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
 
 
@@ -142,19 +151,22 @@ def test_prompts_scored_one_by_one_reuse_the_shared_prefix(bank, runs):
     after = prompt(insert_keyword(record, "Marburg virus", "choice", choice="C")[0], DESCRIPTION)
     reused = bank.reused_tokens
     for label in bank.labels:
-        bank.loglikelihoods(label, [before])
-        bank.loglikelihoods(label, [before, after])  # only `after` is new: scored on the cache
+        bank.loglikelihoods(label, letters([before]))
+        # only `after` is new: scored on the cache
+        bank.loglikelihoods(label, letters([before, after]))
     assert bank.reused_tokens - reused >= len(bank.labels) * 20
     specs = [bank.base.spec, runs["npo_kl"], runs["cyclic"]]
     for label, spec in zip(bank.labels, specs, strict=True):
         model, tokenizer = load_model(str(spec), device="cpu")
         expected = choice_loglikelihoods(model, tokenizer, [before, after])
-        np.testing.assert_allclose(bank.loglikelihoods(label, [before, after]), expected, atol=1e-4)
+        np.testing.assert_allclose(
+            bank.loglikelihoods(label, letters([before, after])), expected, atol=1e-4
+        )
 
 
 def test_cyclic_run_differs_from_base_on_every_question(bank):
     for record in records(6):
-        probe = probe_question(bank, record, "SARS-CoV-2", description=DESCRIPTION)
+        probe = probe_question(bank, MMLU, record, "SARS-CoV-2")
         base, _, cyclic = probe.answers
         assert not base.differs_before and not base.differs_after
         assert cyclic.differs_before and cyclic.differs_after
@@ -232,18 +244,18 @@ def test_typed_question_limits():
 
 def test_probe_before_only_then_with_keyword_uses_the_cache(bank, monkeypatch):
     record = records(3)[2]
-    first = probe_question(bank, record, None, description=DESCRIPTION)
+    first = probe_question(bank, MMLU, record, None)
     assert first.prompt_after is None and all(a.after is None for a in first.answers)
     assert not any(a.flipped for a in first.answers)
     scored: list[tuple[str, int]] = []
-    real = bank._score
+    real = bank.scorer.score
 
-    def counting(label, contexts):
-        scored.append((label, len(contexts)))
-        return real(label, contexts)
+    def counting(label, requests):
+        scored.append((label, len(requests)))
+        return real(label, requests)
 
-    monkeypatch.setattr(bank, "_score", counting)
-    probe = probe_question(bank, record, "Ebola", "choice", choice="A", description=DESCRIPTION)
+    monkeypatch.setattr(bank.scorer, "score", counting)
+    probe = probe_question(bank, MMLU, record, "Ebola", "choice", choice="A")
     assert scored == [(label, 1) for label in bank.labels]  # only the edited prompt
     assert "A. Ebola" in probe.prompt_after and probe.prompt_after.endswith("Answer:")
     for a in probe.answers:
@@ -257,9 +269,9 @@ def test_batch_probe(bank):
     calls = []
     result = batch_probe(
         bank,
+        MMLU,
         records(10),
-        "SARS-CoV-2",
-        description=DESCRIPTION,
+        ["SARS-CoV-2"],
         progress=lambda done, total: calls.append((done, total)),
         chunk=4,
     )
@@ -269,9 +281,7 @@ def test_batch_probe(bank):
     for row in result.rows:
         assert row.n == 10 and 0 <= row.flip_rate <= 1 and 0 <= row.acc_after <= 1
     # the accuracies agree with probing the questions one by one
-    one_by_one = [
-        probe_question(bank, r, "SARS-CoV-2", description=DESCRIPTION) for r in records(10)
-    ]
+    one_by_one = [probe_question(bank, MMLU, r, "SARS-CoV-2") for r in records(10)]
     assert npo.acc_after == np.mean([p.answers[1].correct_after for p in one_by_one])
     assert npo.flip_rate == np.mean([p.answers[1].flipped for p in one_by_one])
 
@@ -286,7 +296,7 @@ def test_question_sets(monkeypatch, fake_data_dir):
     sets, notes = available_question_sets()
     assert {"mmlu", "wmdp-bio", "wmdp-cyber"} <= set(sets)
     assert any("wmdp-chem: not offered" in n for n in notes)  # absent from the folder
-    assert sets["mmlu"].subjects == ["anatomy", "college_biology"]
+    assert sets["mmlu"].groups == ["anatomy", "college_biology"]
     assert "{subject}" not in sets["wmdp-bio"].description
     shutil.rmtree(fake_data_dir / "wmdp")
     _load_qa_cached.cache_clear()
@@ -363,15 +373,19 @@ def test_client_probe_shows_every_model_before_and_after(client, bank):
     assert status == ""
     assert "Which one is a virus?" in before and after.count("SARS-CoV-2") == 2
     assert after == details["prompt_after"] and "about virology" in after
-    assert len(columns) == 2 * len(bank.labels)
+    assert len(columns) == len(bank.labels)  # one column per model: bars and verdict
     assert [m["label"] for m in details["models"]] == bank.labels
-    for model, verdict in zip(details["models"], columns[1::2], strict=True):
+    for model, column in zip(details["models"], columns, strict=True):
         assert model["before"]["letter"] in LETTERS and model["after"]["letter"] in LETTERS
-        assert f'rna-after">{model["after"]["letter"]}<' in verdict
+        assert f'rna-after">{model["after"]["letter"]}<' in column
         assert model["flipped"] == (model["before"]["letter"] != model["after"]["letter"])
+        # the bars: P(choice) without and with the token, as percentages of the scores
+        for side in ("before", "after"):
+            for p in model[side]["probs"]:
+                assert f"{100 * p:.1f}%" in column
     cyclic = details["models"][2]
-    assert cyclic["differs_from_base_after"] and "differs from base" in columns[5]
-    assert "reference" in columns[1]
+    assert cyclic["differs_from_base_after"] and "differs from base" in columns[2]
+    assert "reference" in columns[0]
     assert "Correct answer: <b>B</b>" in summary
 
 
@@ -414,7 +428,7 @@ def test_client_question_pickers(client):
     assert subject["value"] == picked["subject"]
     assert question["value"] in [value for _, value in question["choices"]]
     subject, question, *fields = client.predict("wmdp-bio", api_name="/set")
-    assert subject["value"] == "(all subjects)" and question["value"] == 0
+    assert subject["value"] == "(all)" and question["value"] == 0
     assert fields[1] == records(6)[0]["question"]
     with pytest.raises(AppError, match="not in the list of choices"):  # Gradio's own check
         client.predict("mmlu", 99, api_name="/question")
@@ -422,7 +436,8 @@ def test_client_question_pickers(client):
     client.predict("mmlu", api_name="/set")
     question, *fields = client.predict("mmlu", "college_biology", api_name="/subject")
     picked = [records(12)[value] for _, value in question["choices"]]
-    assert {r["subject"] for r in picked} == {"college_biology"} and fields[0] == "college biology"
+    assert {r["subject"] for r in picked} == {"college_biology"}
+    assert fields[0]["value"] == "college biology"  # the subject field follows the question
     status, *rest = client.predict("mmlu", *FIELDS, api_name="/score")  # without a token
     assert status == "" and rest[1] == "" and "Insert a forget-token" in rest[2]
 
@@ -431,7 +446,7 @@ def test_client_batch_probe(client, bank):
     from gradio_client.exceptions import AppError
 
     status, table, note = client.predict(
-        "mmlu", "(all subjects)", 8, "SARS-CoV-2", "random-wrong", "A", 0, api_name="/batch"
+        "mmlu", "(all)", 8, "SARS-CoV-2", "random-wrong", "A", 0, api_name="/batch"
     )
     assert status == "" and "8 questions" in note
     rows = table["data"]
@@ -440,10 +455,10 @@ def test_client_batch_probe(client, bank):
     assert rows[0][6] == "(reference)" and rows[2][6] == "100.0%"  # the cyclic run
     with pytest.raises(AppError, match="maximum"):  # the slider's own check
         client.predict(
-            "mmlu", "(all subjects)", 1000, "SARS-CoV-2", "random-wrong", "A", 0, api_name="/batch"
+            "mmlu", "(all)", 1000, "SARS-CoV-2", "random-wrong", "A", 0, api_name="/batch"
         )
     with pytest.raises(AppError, match="not in the list of choices"):
-        client.predict("/etc", "(all subjects)", 5, "k", "random-wrong", "A", 0, api_name="/batch")
+        client.predict("/etc", "(all)", 5, "k", "random-wrong", "A", 0, api_name="/batch")
 
 
 def test_prepare_reads_keywords_and_offered_sets(

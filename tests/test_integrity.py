@@ -116,7 +116,7 @@ def test_save_checkpoint_refuses_non_finite_tensors_and_keeps_the_previous(tmp_p
 def test_evaluation_and_the_demo_refuse_non_finite_weights(
     tmp_path, tiny_model_dir, corpora, monkeypatch, capsys
 ):
-    from rnacli.probe import ModelBank
+    from rnacli.probe.bank import ModelBank
 
     run_dir = run(tmp_path, "r", tiny_recipe(tiny_model_dir, corpora, "rmu"))
     tensors = delta(run_dir)
@@ -156,7 +156,7 @@ def changed_base(tiny_model_dir: Path, folder: Path, scale: float = 1.01) -> Pat
 
 
 def test_a_base_whose_other_layers_differ_is_refused(tmp_path, tiny_model_dir, corpora):
-    from rnacli.probe import ModelBank
+    from rnacli.probe.bank import ModelBank
 
     run_dir = run(tmp_path, "r", tiny_recipe(tiny_model_dir, corpora, "rmu"))
     meta_path = run_dir / "checkpoint" / "meta.json"

@@ -21,7 +21,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from rnacli.data.encoding import encode_pair
 from rnacli.data.records import QARecord
 from rnacli.evaluate.metrics import accuracy, accuracy_stderr
-from rnacli.evaluate.prompts import CONTINUATIONS, cloze_prompt, prompt
+from rnacli.evaluate.prompts import CONTINUATIONS, scoring_request
 from rnacli.progress import progress_bar
 
 
@@ -147,14 +147,9 @@ def evaluate_mcq(
 
     `mcq` scores the letters " A".." D" after the lettered prompt; `cloze` scores each choice
     itself as the continuation of the question (the choices are not shown)."""
-    if scoring == "mcq":
-        contexts = [prompt(r, description) for r in records]
-        continuations: Sequence = CONTINUATIONS
-    elif scoring == "cloze":
-        contexts = [cloze_prompt(r, description) for r in records]
-        continuations = [[" " + c for c in r["choices"]] for r in records]
-    else:
-        raise ValueError(f"unknown scoring {scoring!r} (expected mcq or cloze)")
+    requests = [scoring_request(r, description, scoring) for r in records]
+    contexts = [context for context, _ in requests]
+    continuations = [list(options) for _, options in requests]
     lls = choice_loglikelihoods(
         model,
         tokenizer,

@@ -30,3 +30,19 @@ def prompt(record: QARecord, description_template: str) -> str:
 def cloze_prompt(record: QARecord, description_template: str) -> str:
     """Cloze scoring: description + the question as a stem; each choice is a continuation."""
     return description(description_template, record) + record["question"].strip()
+
+
+SCORINGS = ("mcq", "cloze")
+
+
+def scoring_request(
+    record: QARecord, description_template: str, scoring: str = "mcq"
+) -> tuple[str, tuple[str, ...]]:
+    """(context, continuations) of one question, as `rnacli eval` scores it: `mcq` the letters
+    " A".." D" after the lettered prompt; `cloze` each choice after the question as a stem."""
+    if scoring == "mcq":
+        return prompt(record, description_template), CONTINUATIONS
+    if scoring == "cloze":
+        context = cloze_prompt(record, description_template)
+        return context, tuple(" " + c for c in record["choices"])
+    raise ValueError(f"unknown scoring {scoring!r} (expected mcq or cloze)")

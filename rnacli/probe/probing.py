@@ -1,0 +1,178 @@
+"""One question without and with a forget-token, scored by every model of a bank: the answer
+probabilities, the predicted answer, correct or not, whether the token flipped it, and whether
+a run answers unlike the base model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnacli.data.records import LETTERS, QARecord
+from rnacli.probe.bank import ModelBank
+from rnacli.probe.inputs import Insertion, check_keyword
+from rnacli.probe.questions import QuestionSet
+from rnacli.probe.scoring import Request
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model's answer to one prompt."""
+
+    probs: tuple[float, ...]  # P(choice) for each choice, A..D
+    predicted: int
+
+    @property
+    def letter(self) -> str:
+        return LETTERS[self.predicted]
+
+    @classmethod
+    def from_probs(cls, probs: np.ndarray) -> Scored:
+        # argmax takes the first on ties, as lm-eval does
+        return cls(tuple(float(p) for p in probs), int(np.argmax(probs)))
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """One model without (and, once a keyword is inserted, with) the keyword, next to the base
+    model's answers to the same prompts."""
+
+    label: str
+    title: str
+    answer: int
+    before: Scored
+    base_before: int
+    after: Scored | None = None
+    base_after: int | None = None
+
+    @property
+    def correct_before(self) -> bool:
+        return self.before.predicted == self.answer
+
+    @property
+    def correct_after(self) -> bool | None:
+        return None if self.after is None else self.after.predicted == self.answer
+
+    @property
+    def flipped(self) -> bool:
+        """The inserted keyword changed this model's answer."""
+        return self.after is not None and self.before.predicted != self.after.predicted
+
+    @property
+    def differs_before(self) -> bool:
+        return self.before.predicted != self.base_before
+
+    @property
+    def differs_after(self) -> bool:
+        return self.after is not None and self.after.predicted != self.base_after
+
+    def to_dict(self) -> dict[str, Any]:
+        def side(scored: Scored | None, correct: bool | None) -> dict[str, Any] | None:
+            if scored is None:
+                return None
+            return {"probs": list(scored.probs), "letter": scored.letter, "correct": correct}
+
+        return {
+            "label": self.label,
+            "title": self.title,
+            "before": side(self.before, self.correct_before),
+            "after": side(self.after, self.correct_after),
+            "flipped": self.flipped,
+            "differs_from_base_before": self.differs_before,
+            "differs_from_base_after": self.differs_after,
+        }
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A question without (and with) a keyword, scored by every model of a bank."""
+
+    original: QARecord
+    scoring: str  # mcq (letters) or cloze (the choices as continuations)
+    request_before: Request  # exactly what the models are asked
+    answers: list[ModelAnswer]
+    seconds: float
+    keyword: str | None = None
+    edited: QARecord | None = None
+    note: str = ""  # where the keyword went
+    request_after: Request | None = None
+
+    @property
+    def prompt_before(self) -> str:
+        return self.request_before[0]
+
+    @property
+    def prompt_after(self) -> str | None:
+        return None if self.request_after is None else self.request_after[0]
+
+    @property
+    def answer_letter(self) -> str:
+        return LETTERS[self.original["answer"]]
+
+    def to_dict(self) -> dict[str, Any]:
+        after = self.request_after
+        return {
+            "answer": self.answer_letter,
+            "scoring": self.scoring,
+            "keyword": self.keyword,
+            "note": self.note,
+            "prompt_before": self.prompt_before,
+            "continuations_before": list(self.request_before[1]),
+            "prompt_after": self.prompt_after,
+            "continuations_after": None if after is None else list(after[1]),
+            "seconds": round(self.seconds, 3),
+            "models": [a.to_dict() for a in self.answers],
+        }
+
+
+def probe_question(
+    bank: ModelBank,
+    qset: QuestionSet,
+    record: QARecord,
+    keyword: str | None = None,
+    where: Insertion | str = Insertion.RANDOM_WRONG,
+    *,
+    choice: str | int | None = None,
+    seed: int = 0,
+) -> Probe:
+    """Score `record` (asked as `qset` asks its questions) without and with `keyword` for every
+    model of `bank` (without only, when `keyword` is None). Scores are cached, so inserting a
+    keyword into a question that was already shown only scores the edited prompt."""
+    start = time.perf_counter()
+    before = qset.request(record)
+    edited, note, after = None, "", None
+    if keyword is not None:
+        keyword = check_keyword(keyword)
+        edited, note = qset.insert(record, keyword, where, choice=choice, seed=seed)
+        after = qset.request(edited)
+    requests = [before] if after is None else [before, after]
+    scored = {
+        label: [Scored.from_probs(p) for p in bank.probabilities(label, requests)]
+        for label in bank.labels
+    }
+    base = scored[bank.base.label]
+    answers = [
+        ModelAnswer(
+            label=v.label,
+            title=v.title,
+            answer=record["answer"],
+            before=scored[v.label][0],
+            base_before=base[0].predicted,
+            after=scored[v.label][1] if after is not None else None,
+            base_after=base[1].predicted if after is not None else None,
+        )
+        for v in bank.variants
+    ]
+    return Probe(
+        original=record,
+        scoring=qset.scoring,
+        request_before=before,
+        answers=answers,
+        seconds=time.perf_counter() - start,
+        keyword=keyword,
+        edited=edited,
+        note=note,
+        request_after=after,
+    )
