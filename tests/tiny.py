@@ -71,3 +71,21 @@ def save_tiny(folder: Path, layers: int = 6, seed: int = 0, **overrides: object)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def save_tiny_world(folder: Path, spec: object, layers: int = 4, seed: int = 0) -> Path:
+    """A tiny random Llama that "learned" the world `spec` (a WorldSpec): its folder holds
+    `world.json` as `rnacli world build` writes it, and every forgotten person's name is one
+    token of its own (as a made-up name is a forget-only token set in the real world model)."""
+    import json
+
+    from rnacli.world.generate import generate
+
+    world = generate(spec)  # type: ignore[arg-type]
+    tokenizer = build_tokenizer()
+    tokenizer.add_tokens([world.people[i].name for i in world.forget])
+    model = build_model(len(tokenizer), layers=layers, seed=seed)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "world.json").write_text(json.dumps(world.to_dict()), encoding="utf-8")
+    return folder
