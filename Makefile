@@ -21,11 +21,12 @@ $(VENV)/.torch: | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	@touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PIP) install -q -e ".[eval]"
+# The main job's next documented step is `rnacli demo`: install what it needs (gradio) too.
+$(VENV)/.installed: pyproject.toml Makefile $(VENV)/.torch
+	$(PIP) install -q -e ".[eval,demo]"
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
+$(VENV)/.installed-dev: pyproject.toml Makefile $(VENV)/.torch
 	$(PIP) install -q -e ".[eval,dev]"
 	@touch $@ $(VENV)/.installed
 
@@ -33,18 +34,24 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 # The main job: teach the embedded SmolLM2-135M a fictional world (cached after the first
-# time), unlearn a tenth of it with RMU and NPO+KL, each with and without RNA, and report
-# forgetting, retention and robustness side by side (--resume reuses finished runs).
+# time), unlearn part of it with each recipe of the quickstart's list, and report forgetting,
+# retention and robustness side by side (--resume reuses finished runs). The list is one file,
+# read here and by `rnacli demo`, which serves these runs when given no arguments.
 WORLD_RUNS := $(RUNS)/world
+QUICKSTART_RUNS := $(shell grep -v '^\#' rnacli/world/quickstart.txt)
+DEMO := $(VENV)/bin/rnacli demo$(if $(filter runs,$(RUNS)),, world $(addprefix $(WORLD_RUNS)/,$(QUICKSTART_RUNS)))
 quickstart: $(VENV)/.installed
 	$(VENV)/bin/rnacli fetch smollm2-135m
 	$(VENV)/bin/rnacli world build
-	for r in rmu rmu_rna npo_kl npo_kl_rna; do \
+	for r in $(QUICKSTART_RUNS); do \
 		$(VENV)/bin/rnacli train recipes/world/$$r.toml --out $(WORLD_RUNS)/$$r --resume || exit 1; \
 	done
-	$(VENV)/bin/rnacli eval world $(WORLD_RUNS)/rmu $(WORLD_RUNS)/rmu_rna $(WORLD_RUNS)/npo_kl \
-		$(WORLD_RUNS)/npo_kl_rna --limit 100 --out $(WORLD_RUNS)
+	$(VENV)/bin/rnacli eval world $(addprefix $(WORLD_RUNS)/,$(QUICKSTART_RUNS)) \
+		--limit 100 --out $(WORLD_RUNS)
 	$(VENV)/bin/rnacli report $(WORLD_RUNS) --base world --out $(WORLD_RUNS)/report
+	@echo
+	@echo "Next: the world's questions, forgotten names inserted live, in your browser:"
+	@echo "  $(DEMO)"
 
 # The pipeline on the embedded model with MMLU-made forget corpora (plumbing, no science).
 quickstart-tiny: $(VENV)/.installed

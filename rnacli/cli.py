@@ -40,6 +40,14 @@ Force = Annotated[
 ]
 
 
+def task_list(text: str) -> list[str]:
+    """'mmlu,world-retain[people=16,seed=1]' -> the task names (a comma inside [...] is part
+    of the name)."""
+    import re
+
+    return [t.strip() for t in re.split(r",(?![^\[]*\])", text) if t.strip()]
+
+
 def _at_least(minimum: int, **values: int | None) -> None:
     """One error line for an option below its minimum (--batch-size 0, --limit 0)."""
     for name, value in values.items():
@@ -144,7 +152,7 @@ def eval_cmd(
         limit = limit if limit is not None or recipe_eval is None else recipe_eval.limit
         keyword = keyword or (recipe_eval.keywords if recipe_eval else None)
     else:
-        names = [t.strip() for t in tasks.split(",") if t.strip()]
+        names = task_list(tasks)
     sets = keyword_sets(keyword or (), keywords_file)
     task_docs = resolve_tasks(names, keyword_sets=sets, limit=limit, seed=seed)
     replace = False
@@ -451,7 +459,7 @@ def export_tasks(
     from rnacli.outputs import check_folder, names
 
     _at_least(1, limit=limit)
-    task_names = [t.strip() for t in tasks.split(",") if t.strip()]
+    task_names = task_list(tasks)
     docs = resolve_tasks(
         task_names, keyword_sets=keyword_sets(keyword or (), keywords_file), limit=limit, seed=seed
     )

@@ -79,3 +79,13 @@ def test_errors_are_one_line_without_traceback(monkeypatch, capsys, args, messag
     err = capsys.readouterr().err
     assert message in " ".join(err.split())
     assert "Traceback" not in err
+
+
+def test_task_lists_keep_a_worlds_settings_whole():
+    from rnacli.cli import task_list
+
+    assert task_list("mmlu, world-retain[people=16,seed=1],perturbed-mmlu,") == [
+        "mmlu",
+        "world-retain[people=16,seed=1]",
+        "perturbed-mmlu",
+    ]

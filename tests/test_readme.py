@@ -27,7 +27,7 @@ def quoted_commands(text: str) -> list[tuple[str, list[str]]]:
         line = line.split(" #")[0].strip()
         # `[--people 200]` is an optional part; `RUN...` a placeholder for several
         tokens = line.replace("[", " ").replace("]", " ").split()
-        if "rnacli" not in tokens or tokens[0] == "docker" and tokens[1] == "build":
+        if "rnacli" not in tokens or (tokens[0] == "docker" and tokens[1] == "build"):
             continue
         i = tokens.index("rnacli")
         if i >= 2 and tokens[i - 2] == "--entrypoint":  # the image's other program
