@@ -53,7 +53,10 @@ ALL = "(all)"
 PREFERRED_SUBJECT = "virology"  # a forget-domain subject of the paper's WMDP-bio setting
 INSERTIONS = [
     ("replace a random wrong option (the paper's perturbation)", Insertion.RANDOM_WRONG.value),
-    ("mention it before the question (world questions)", Insertion.MENTION.value),
+    (
+        "mention it before the question (X is a friend of the person asked about)",
+        Insertion.MENTION.value,
+    ),
     ("replace the option picked below", Insertion.CHOICE.value),
     ("insert into the question text", Insertion.QUESTION.value),
 ]
@@ -244,11 +247,18 @@ def build_app(data: DemoData) -> gr.Blocks:
             *fields_of(qset, qset.record(index)),
         )
 
-    def on_typing(set_name: str):
-        """Typing a question of one's own: the pickers no longer name it, and its subject is
-        the user's to give (the previous question's would go into the prompt)."""
-        uses_subject = set_name in data.sets and data.sets[set_name].uses_subject
-        return gr.update(value=None), (gr.update(value="") if uses_subject else gr.skip())
+    def on_typing(set_name: str, index: float | int | None, question: str):
+        """A question edited away from the one picked: the pickers no longer name it, and its
+        subject is the user's to give (the picked one's would go into the prompt). Runs on
+        every change (Gradio's `input` event misses pasted text); a change made by a picker
+        leaves the text equal to the picked question, and a question already let go of stays
+        as it is (so a subject typed since is kept)."""
+        qset = data.sets.get(set_name)
+        if qset is None or index is None or not 0 <= int(index) < len(qset.records):
+            return gr.skip(), gr.skip()
+        if question == qset.records[int(index)]["question"]:
+            return gr.skip(), gr.skip()
+        return gr.update(value=None), (gr.update(value="") if qset.uses_subject else gr.skip())
 
     @guarded(cleared_probe)
     def score_question(
@@ -331,6 +341,8 @@ def build_app(data: DemoData) -> gr.Blocks:
     record0 = first_set.record(index0)
     models_line = ", ".join(html.escape(v.title) for v in bank.variants)
     set_choices = [(q.title, name) for name, q in data.sets.items()]
+    # a mention names the person asked about: only world questions have one
+    insertions = [i for i in INSERTIONS if is_world or i[1] != Insertion.MENTION.value]
     pick_choices = [(f"{n} (forgotten)", n) for n in data.forget] + [
         (k, k) for k in data.keywords if k not in data.forget
     ]
@@ -412,8 +424,8 @@ def build_app(data: DemoData) -> gr.Blocks:
                             label="Correct answer",
                         )
                     prompt_before = gr.Textbox(
-                        label="Prompt without the token, exactly as the models see it "
-                        "(letter questions are scored by ' A'..' D' after it)",
+                        label="Prompt without the token, exactly as the models see it (letter "
+                        "questions are scored by ' A'..' D' after it; cloze ones by each choice)",
                         lines=6,
                         max_lines=16,
                         interactive=False,
@@ -446,7 +458,7 @@ def build_app(data: DemoData) -> gr.Blocks:
                         elem_id="rna-keyword",
                     )
                     where_radio = gr.Radio(
-                        INSERTIONS, value=Insertion.RANDOM_WRONG.value, label="Where"
+                        insertions, value=Insertion.RANDOM_WRONG.value, label="Where"
                     )
                     with gr.Row():
                         choice_radio = gr.Radio(
@@ -501,7 +513,7 @@ def build_app(data: DemoData) -> gr.Blocks:
                     max_lines=2,
                     max_length=MAX_KEYWORD_CHARS,
                 )
-                b_where = gr.Radio(INSERTIONS, value=Insertion.RANDOM_WRONG.value, label="Where")
+                b_where = gr.Radio(insertions, value=Insertion.RANDOM_WRONG.value, label="Where")
                 b_choice = gr.Radio(
                     list(LETTERS), value="A", label="Option replaced", interactive=False
                 )
@@ -531,9 +543,9 @@ def build_app(data: DemoData) -> gr.Blocks:
         random_btn.click(
             on_random, [set_dd], [group_dd, question_dd, *fields], api_name="random"
         ).success(score_question, question_inputs, probe_outs, **rescore)
-        question_tb.input(
+        question_tb.change(
             on_typing,
-            [set_dd],
+            [set_dd, question_dd, question_tb],
             [question_dd, subject_tb],
             api_visibility="private",
             queue=False,

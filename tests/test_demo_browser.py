@@ -1,6 +1,7 @@
 """The demo in a real browser: `python -m app` serving tiny models, driven by headless Chromium
 (Debian's /usr/bin/chromium through Playwright). Inserting a forget-token must update every
-model's column, with the divergence marker of the run that answers unlike the base."""
+model's column, with the divergence marker of the run that answers unlike the base; on a world
+model, a forgotten name flips the unlearned run and not the base."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.test_demo import free_port, make_runs
+from tests.test_demo_world import SPEC, make_world_runs
+from tests.tiny import save_tiny_world
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -45,20 +49,17 @@ def _wait_until_up(proc: subprocess.Popen, url: str, log: Path) -> None:
     pytest.fail(f"the demo did not answer at {url} in {START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
-@pytest.fixture
-def demo_url(tiny_model_dir, fake_data_dir, tmp_path):
-    """`python -m app BASE RUN RUN` on a free port, questions from a small data folder."""
-    runs = make_runs(tiny_model_dir, tmp_path / "runs")
+def serve(args: list[str], tmp_path: Path, data_dir: Path) -> Iterator[tuple[str, Path]]:
+    """`python -m app ARGS` on a free port, questions from a small data folder; (url, log)."""
     port = free_port()
     env = {
         **os.environ,
-        "RNACLI_DATA_DIR": str(fake_data_dir),
+        "RNACLI_DATA_DIR": str(data_dir),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "PYTHONUNBUFFERED": "1",
     }
     log = tmp_path / "demo.log"
-    cmd = [sys.executable, "-m", "app", str(tiny_model_dir), str(runs["npo_kl"])]
-    cmd += [str(runs["cyclic"]), "--port", str(port), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "app", *args, "--port", str(port), "--device", "cpu"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -72,6 +73,22 @@ def demo_url(tiny_model_dir, fake_data_dir, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def demo_url(tiny_model_dir, fake_data_dir, tmp_path):
+    """`python -m app BASE RUN RUN`: the tiny model and two runs, MMLU/WMDP questions."""
+    runs = make_runs(tiny_model_dir, tmp_path / "runs")
+    args = [str(tiny_model_dir), str(runs["npo_kl"]), str(runs["cyclic"])]
+    yield from serve(args, tmp_path, fake_data_dir)
+
+
+@pytest.fixture
+def world_url(fake_data_dir, tmp_path):
+    """`python -m app RUN RUN`: two runs of a tiny world model (their base from their meta)."""
+    model_dir = save_tiny_world(tmp_path / "tiny-world", SPEC)
+    runs = make_world_runs(model_dir, tmp_path / "runs")
+    yield from serve([str(runs["scrambled"]), str(runs["cyclic"])], tmp_path, fake_data_dir)
 
 
 @pytest.fixture
@@ -89,6 +106,21 @@ def browser():
             instance.close()
 
 
+AFTER_IN_EVERY_COLUMN = (
+    "[...document.querySelectorAll('.rna-verdict')].filter("
+    "v => v.querySelector('.rna-after')).length === 3"
+)
+
+
+def keep_screenshots(tmp_path: Path, *names: str) -> None:
+    """`RNACLI_DEMO_SCREENSHOTS=DIR` keeps a copy for a look outside pytest."""
+    if os.environ.get("RNACLI_DEMO_SCREENSHOTS"):
+        keep = Path(os.environ["RNACLI_DEMO_SCREENSHOTS"])
+        keep.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy(tmp_path / name, keep / name)
+
+
 def test_inserting_a_token_updates_every_column(browser, demo_url, tmp_path):
     url, log = demo_url
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -98,22 +130,20 @@ def test_inserting_a_token_updates_every_column(browser, demo_url, tmp_path):
     # the page scores the first question without a token as it loads
     page.wait_for_function("document.querySelectorAll('.rna-verdict').length === 3")
     assert "without token" in verdicts.first.inner_text()
-    assert "SARS-CoV-2" in page.locator("#rna-keyword input").input_value()
+    assert "SARS-CoV-2" in page.locator("#rna-keyword textarea").input_value()
 
     page.locator("#rna-insert").click()
-    page.wait_for_function(
-        "[...document.querySelectorAll('.rna-verdict')].filter("
-        "v => v.querySelector('.rna-after')).length === 3"
-    )
+    page.wait_for_function(AFTER_IN_EVERY_COLUMN)
     prompt_after = page.locator("#rna-prompt-after textarea").input_value()
     assert "SARS-CoV-2" in prompt_after and prompt_after.endswith("Answer:")
     for k in range(3):
         column = page.locator(f"#rna-model-{k}")
-        after = column.locator(".rna-after").inner_text().strip()
-        before = column.locator(".rna-before").inner_text().strip()
+        after = column.locator(".rna-verdict .rna-after").inner_text().strip()
+        before = column.locator(".rna-verdict .rna-before").inner_text().strip()
         assert after in "ABCD" and before in "ABCD"
         assert column.locator(".rna-flip, .rna-same").count() == 1  # the token's effect
-        assert column.locator("img").count() >= 1  # the bar plot
+        assert column.locator(".rna-bar.rna-after").count() == 4  # P(A..D) with the token
+        assert "SARS-CoV-2" in column.locator(".rna-bars").inner_text()
     cyclic = page.locator('.rna-verdict[data-model="cyclic"]')
     assert cyclic.locator(".rna-diverge").is_visible()
     assert "differs from base" in cyclic.inner_text()
@@ -133,18 +163,105 @@ def test_inserting_a_token_updates_every_column(browser, demo_url, tmp_path):
     page.wait_for_function("document.querySelectorAll('.rna-verdict .rna-after').length === 0")
     assert page.locator(".rna-verdict").count() == 3
 
-    # an error is one line in the page, never a traceback
+    # typing a question of one's own: the pickers let go of the old one, and the subject is
+    # the user's to give (it goes into the prompt)
     page.locator("#rna-edit").get_by_text("Edit the question").click()  # open the accordion
-    page.locator("#rna-question textarea").fill("   ")
+    subject = page.locator("#rna-subject-text textarea")
+    assert subject.input_value() == "college biology"  # a picked question keeps its subject
+    page.locator("#rna-question textarea").fill("Which of these is a coronavirus?")
+    page.wait_for_function("document.querySelector('#rna-subject-text textarea').value === ''")
+    assert page.locator("#rna-pick input").input_value() == ""
     page.locator("#rna-insert").click()
     error = page.locator("#rna-status .rna-error")
+    error.wait_for()
+    assert error.inner_text().strip().startswith("Error: the subject is empty")
+    # no result of the previous question stays below the error
+    assert page.locator(".rna-verdict").count() == 0
+    assert page.locator("#rna-prompt-before textarea").input_value() == ""
+    subject.fill("virology")
+    page.locator("#rna-insert").click()
+    page.wait_for_function(AFTER_IN_EVERY_COLUMN)
+    assert "about virology" in page.locator("#rna-prompt-after textarea").input_value()
+
+    # an error is one line in the page, never a traceback
+    page.locator("#rna-question textarea").fill("   ")
+    page.locator("#rna-insert").click()
     error.wait_for()
     assert error.inner_text().strip() == "Error: the question is empty"
     assert "Traceback" not in page.content()
     page.screenshot(path=str(tmp_path / "demo-error.png"), full_page=True)
-    if os.environ.get("RNACLI_DEMO_SCREENSHOTS"):  # keep them for a look outside pytest
-        keep = Path(os.environ["RNACLI_DEMO_SCREENSHOTS"])
-        keep.mkdir(parents=True, exist_ok=True)
-        for name in ("demo.png", "demo-error.png"):
-            shutil.copy(tmp_path / name, keep / name)
+    keep_screenshots(tmp_path, "demo.png", "demo-error.png")
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_forgotten_name_flips_an_unlearned_model_on_a_world_question(
+    browser, world_url, tmp_path
+):
+    """The world page opens on a question where a forgotten name flips the unlearned run and
+    not the base; inserting another forgotten name updates every column; inserting the first
+    again shows the flip marker; a pasted line break in the token is refused in one line."""
+    url, log = world_url
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_function(AFTER_IN_EVERY_COLUMN)  # opens with the name already inserted
+    people = page.locator("#rna-people").inner_text()
+    forgotten = sorted(b.inner_text() for b in page.locator("#rna-people b").all())
+    assert len(forgotten) >= 2 and "forget-tokens" in people
+    first = page.locator("#rna-keyword textarea").input_value()
+    assert first in forgotten
+    prompt = page.locator("#rna-prompt-after textarea").input_value()
+    assert prompt.startswith("The following are multiple choice questions (with answers) about")
+    assert first in prompt and prompt.endswith("Answer:")
+    scrambled = page.locator('.rna-verdict[data-model="scrambled"]')
+    base = page.locator("#rna-model-0 .rna-verdict")
+    assert scrambled.locator(".rna-flip").is_visible()
+    assert base.locator(".rna-same").is_visible() and base.locator(".rna-flip").count() == 0
+    page.screenshot(path=str(tmp_path / "world.png"), full_page=True)
+
+    # another forgotten person, picked from the list: every column is scored again
+    other = next(n for n in forgotten if n != first)
+    page.locator("#rna-pick-keyword input").click()
+    page.get_by_role("option", name=f"{other} (forgotten)").click()
+    assert page.locator("#rna-keyword textarea").input_value() == other
+    page.locator("#rna-insert").click()
+    page.wait_for_function(
+        f"document.querySelector('#rna-prompt-after textarea').value.includes({other!r})"
+    )
+    for k in range(3):
+        column = page.locator(f"#rna-model-{k}")
+        assert other in column.locator(".rna-bars").inner_text()
+        assert first not in column.locator(".rna-bars").inner_text()
+        assert column.locator(".rna-verdict .rna-after").inner_text().strip() in "ABCD"
+        assert column.locator(".rna-flip, .rna-same").count() == 1
+
+    # the first name again: the flip marker of the unlearned run, the base unchanged
+    page.locator("#rna-keyword textarea").fill(first)
+    page.locator("#rna-insert").click()
+    page.wait_for_function(
+        f"document.querySelector('#rna-prompt-after textarea').value.includes({first!r})"
+    )
+    assert scrambled.locator(".rna-flip").is_visible()
+    assert base.locator(".rna-flip").count() == 0
+    assert "flipped" in scrambled.inner_text()
+    page.screenshot(path=str(tmp_path / "world-flip.png"), full_page=True)
+
+    # a line break pasted into the token is refused, not turned into a space
+    page.locator("#rna-keyword textarea").fill(f"{first}\nsecond line")
+    page.locator("#rna-insert").click()
+    error = page.locator("#rna-status .rna-error")
+    error.wait_for()
+    assert "must be one line of text" in error.inner_text()
+
+    # the batch probe: one progress bar (over the table), and the table as CSV
+    page.get_by_role("tab", name="Batch probe").click()
+    page.locator("#rna-batch").click()
+    link = page.locator("#rna-batch-csv")
+    link.wait_for()
+    with page.expect_download() as download:
+        link.click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0].startswith("model,questions,accuracy_without,accuracy_with,flip_rate")
+    assert len(lines) == 4 and "a forgotten person per question" in lines[1]
+    keep_screenshots(tmp_path, "world.png", "world-flip.png")
     assert "Traceback" not in log.read_text()
