@@ -505,7 +505,8 @@ def build_app(data: DemoData) -> gr.Blocks:
                 b_keyword = gr.Textbox(
                     "" if is_world else data.keywords[0],
                     label=(
-                        "Forget-token (empty: a forgotten person drawn per question)"
+                        "Forget-token (empty: a forgotten person drawn per question; at most "
+                        f"{MAX_KEYWORD_CHARS} characters)"
                         if is_world
                         else f"Forget-token (one line, at most {MAX_KEYWORD_CHARS} characters)"
                     ),

@@ -11,12 +11,18 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
+from rnacli.data.perturb import DEFAULT_KEYWORD
 from rnacli.errors import RnacliError
 from rnacli.progress import console
 from rnacli.progress import out as stdout
 
+# Markdown help: rich markup would eat "[eval]", and single line breaks of a docstring would
+# break the commands list mid-sentence.
+HELP_MARKUP = "markdown"
+
 app = typer.Typer(
     name="rnacli",
+    rich_markup_mode=HELP_MARKUP,
     help="Robust LLM unlearning: RMU, Adaptive RMU, RSV, NPO, DPO, SimNPO, with or without "
     "Random Noise Augmentation (RNA).",
     no_args_is_help=True,
@@ -93,12 +99,16 @@ def eval_cmd(
         str | None,
         typer.Option(
             help="Comma-separated tasks (TASK, TASK:SUBJECT, perturbed-TASK, NAME=TASK, or a "
-            "QA source). Default: a run's recipe [eval] tasks, else " + DEFAULT_TASKS
+            "QA source). Default: a run's recipe [eval] tasks, else "
+            + DEFAULT_TASKS.replace(",", ", ")
         ),
     ] = None,
     keyword: Annotated[
         list[str] | None,
-        typer.Option(help="Forget keyword for perturbed tasks (repeat for several sets)."),
+        typer.Option(
+            help=f"Forget keyword for perturbed tasks (repeat for several sets; default: "
+            f"{DEFAULT_KEYWORD}, or a run's recipe [eval] keywords)."
+        ),
     ] = None,
     keywords_file: Annotated[
         Path | None, typer.Option(help="JSON {set: \\[keywords]} (e.g. from `rnacli mine-tokens`).")
@@ -119,7 +129,8 @@ def eval_cmd(
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     trust_remote_code: Annotated[
-        bool, typer.Option(help="Allow model code from the Hub (off by default).")
+        bool,
+        typer.Option("--trust-remote-code", help="Allow model code from the Hub (off by default)."),
     ] = False,
     load_in: Annotated[
         str | None, typer.Option(help="8bit or 4bit: bitsandbytes-quantized weights (CUDA).")
@@ -498,11 +509,13 @@ def train(
         Path | None, typer.Option(help="Run folder (default runs/<recipe name>).")
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue the run in the folder from its last checkpoint.")
+        bool,
+        typer.Option("--resume", help="Continue the run in the folder from its last checkpoint."),
     ] = False,
     steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None,
     full: Annotated[
-        bool, typer.Option(help="Also export a complete save_pretrained folder (RUN/full).")
+        bool,
+        typer.Option("--full", help="Also export a complete save_pretrained folder (RUN/full)."),
     ] = False,
     force: Force = False,
 ) -> None:
@@ -561,7 +574,7 @@ def recipes(
     stdout.print(table)
 
 
-data_app = typer.Typer(help="Data utilities.", no_args_is_help=True)
+data_app = typer.Typer(help="Data utilities.", no_args_is_help=True, rich_markup_mode=HELP_MARKUP)
 app.add_typer(data_app, name="data")
 
 
@@ -603,7 +616,9 @@ def corpus_from_qa(
 
 
 world_app = typer.Typer(
-    help="A fictional world where unlearning effects show on a CPU.", no_args_is_help=True
+    help="A fictional world where unlearning effects show on a CPU.",
+    no_args_is_help=True,
+    rich_markup_mode=HELP_MARKUP,
 )
 app.add_typer(world_app, name="world")
 
@@ -631,7 +646,7 @@ def world_build(
             "see rnacli/world/learn.py LearnConfig).",
         ),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
 ) -> None:
     """Generate the world and teach it to the embedded model (cached; reused on a second call)."""
     from rich.table import Table
@@ -832,8 +847,25 @@ def _recipe_eval(spec: str):
         raise RnacliError(f"{path}: eval: {e.errors()[0]['msg']}") from None
 
 
+def _flags_without_a_type() -> None:
+    """Typer shows a value type beside every option, `<bool>` beside flags too (--force,
+    --help), which take no value: show none there."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_rnacli", False):
+        return
+
+    def display_type_rich(self, ctx):  # type: ignore[no-untyped-def]
+        return None if getattr(self, "is_bool_flag", False) else shown(self, ctx)
+
+    display_type_rich._rnacli = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 def main() -> None:
     _quiet_libraries()
+    _flags_without_a_type()
     try:
         app()
     except RnacliError as e:

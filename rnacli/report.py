@@ -27,12 +27,21 @@ def eval_table(entries: list[dict[str, Any]], title: str = "Zero-shot accuracy (
     for entry in entries:
         for name, res in entry["tasks"].items():
             tasks.setdefault(name, res["n"])
+    keywords: dict[str, list[str]] = {}
     for name, n in tasks.items():
         cells = []
         for entry in entries:
             res = entry["tasks"].get(name)
             cells.append(fmt_acc(res["acc"], res["stderr"]) if res else "-")
+            if res and res.get("keywords"):
+                keywords.setdefault(name, list(res["keywords"]))
         table.add_row(name, str(n), *cells)
+    if keywords:  # what a perturbed task inserted (the default keyword is easy to forget)
+        table.caption = "; ".join(
+            f"{name}: forget keyword{'s' if len(words) > 1 else ''} {', '.join(words)}"
+            for name, words in keywords.items()
+        )
+        table.caption_justify = "left"
     return table
 
 

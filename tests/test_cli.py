@@ -33,6 +33,8 @@ def test_eval_writes_table_and_eval_json(tiny_model_dir, qa_file, tmp_path):
     assert tasks[str(qa_file)]["indices"] == tasks[f"perturbed-{qa_file}"]["indices"]
     assert tasks[f"perturbed-{qa_file}"]["keywords"] == ["SARS-CoV-2"]
     assert 0.0 <= tasks[str(qa_file)]["acc"] <= 1.0
+    # the table says which keyword the perturbed task inserted (the default, here)
+    assert f"perturbed-{qa_file}: forget keyword SARS-CoV-2" in " ".join(result.output.split())
     # a second evaluation of another task merges into the same file
     result = runner.invoke(
         app,
@@ -89,3 +91,25 @@ def test_task_lists_keep_a_worlds_settings_whole():
         "world-retain[people=16,seed=1]",
         "perturbed-mmlu",
     ]
+
+
+def test_help_shows_defaults_whole_and_no_types_beside_flags(monkeypatch, capsys):
+    """`rnacli eval --help`: "[eval]" is kept (not eaten as markup), the --tasks default is
+    whole, the default keyword is named, flags carry no `<bool>`, and the commands list does
+    not break a description mid-sentence."""
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setattr(sys, "argv", ["rnacli", "eval", "--help"])
+    with pytest.raises(SystemExit):
+        main()
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "a run's recipe [eval] tasks, else wmdp-bio, wmdp-cyber," in text
+    assert "perturbed-mmlu" in text and "…" not in text
+    assert "default: SARS-CoV-2" in text
+    assert "<bool>" not in text and "--no-trust-remote-code" not in text
+    monkeypatch.setattr(sys, "argv", ["rnacli", "--help"])
+    with pytest.raises(SystemExit):
+        main()
+    lines = capsys.readouterr().out.splitlines()
+    plan = next(i for i, line in enumerate(lines) if "│ plan " in line)
+    # "optimizer" once ended a line of its own: the docstring's line break was kept
+    assert "optimizer states" in " ".join(lines[plan : plan + 2]).replace("│", " ")

@@ -176,6 +176,10 @@ def test_cyclic_run_differs_from_base_on_every_question(bank):
 def test_bank_errors_are_one_line(tiny_model_dir, runs, tmp_path):
     with pytest.raises(RnacliError, match="more than one base model"):
         ModelBank.load([str(tiny_model_dir), "smollm2-135m"], device="cpu")
+    # a mistyped run folder beside a base model or a run is named as such
+    for specs in (["smollm2-135m", "some/typo"], [str(runs["cyclic"]), "runs/typo"]):
+        with pytest.raises(RnacliError, match=f"^no such run folder: {specs[1]}$"):
+            ModelBank.load(specs, device="cpu")
     other = save_tiny(tmp_path / "other-base", seed=1)  # same architecture, other values
     with pytest.raises(RnacliError, match=r"npo_kl: trained from .*fingerprint mismatch"):
         ModelBank.load([str(other), str(runs["npo_kl"])], device="cpu")
@@ -479,6 +483,14 @@ def test_prepare_reads_keywords_and_offered_sets(
     assert {"mmlu", "wmdp-bio"} <= set(data.sets)
 
 
+def test_rnacli_demo_names_a_mistyped_run_folder(monkeypatch, capsys):
+    pytest.importorskip("gradio")
+    from tests.conftest import cli_error
+
+    err = cli_error(monkeypatch, capsys, "demo", "smollm2-135m", "some/typo")
+    assert err == "error: no such run folder: some/typo"
+
+
 def test_main_reports_errors_in_one_line(tmp_path, capsys):
     pytest.importorskip("gradio")
     from app.__main__ import main
@@ -512,3 +524,50 @@ def test_refused_requests_are_one_line_on_the_server_console(client, capfd):
     text = console.out + console.err
     assert "Traceback" not in text
     assert "demo: refused a request: Value: 99 is not in the list of choices" in text
+
+
+def test_the_batch_progress_bar_is_drawn_once(client):
+    """Over the table it fills, not over each output (the status line above the inputs)."""
+    config = client.config
+    batch = next(d for d in config["dependencies"] if d.get("api_name") == "batch")
+    table = next(
+        c["id"]
+        for c in config["components"]
+        if c.get("props", {}).get("label") == "Accuracy and flips"
+    )
+    assert batch["show_progress_on"] == [table] and len(batch["outputs"]) == 3
+
+
+def test_the_start_up_lines_speak_plainly(tiny_model_dir, capfd):
+    """One model is "1 variant"; Gradio's hint about `share=True` (an option the command
+    line does not have) is not printed."""
+    pytest.importorskip("gradio")
+    from app import launch
+    from app.ui import DemoData
+
+    bank = ModelBank.load([str(tiny_model_dir)], device="cpu")
+    assert bank.memory.summary().startswith("memory: 1 variant in ")
+    ready: list[str] = []
+    blocks, url = launch(
+        DemoData(bank=bank, sets={"mmlu": MMLU}),
+        port=free_port(),
+        block=False,
+        on_ready=ready.append,
+    )
+    blocks.close()
+    assert ready == [url]
+    printed = capfd.readouterr()
+    assert "share=True" not in printed.out + printed.err
+
+
+def test_fields_state_their_limits(client):
+    """The browser cuts text at a field's max_length without a word: the label says it."""
+    labels = {
+        c["props"].get("max_length"): c["props"]["label"]
+        for c in client.config["components"]
+        if c.get("type") == "textbox" and c["props"].get("max_length")
+    }
+    assert f"at most {MAX_QUESTION_CHARS:,} characters" in labels[MAX_QUESTION_CHARS]
+    assert f"at most {MAX_KEYWORD_CHARS} characters" in labels[MAX_KEYWORD_CHARS]
+    for limit, label in labels.items():
+        assert f"{limit:,} characters" in label, label
