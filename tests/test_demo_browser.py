@@ -7,72 +7,28 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from benchmarks.demo_speed import CHROMIUM, DemoFailed, chromium, demo_server, insertion_seconds
 from tests.test_demo import free_port, make_runs
 from tests.test_demo_world import SPEC, make_world_runs
 from tests.tiny import save_tiny_world
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",  # containers often have a small /dev/shm
-]
-REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 180  # imports torch + gradio and loads the models, on a busy 2-core machine
 STEP_TIMEOUT_MS = 60_000
-
-
-def _wait_until_up(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the demo exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"the demo did not answer at {url} in {START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
 def serve(args: list[str], tmp_path: Path, data_dir: Path) -> Iterator[tuple[str, Path]]:
     """`python -m app ARGS` on a free port, questions from a small data folder; (url, log)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "RNACLI_DATA_DIR": str(data_dir),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "PYTHONUNBUFFERED": "1",
-    }
     log = tmp_path / "demo.log"
-    cmd = [sys.executable, "-m", "app", *args, "--port", str(port), "--device", "cpu"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    env = {"RNACLI_DATA_DIR": str(data_dir)}
     try:
-        _wait_until_up(proc, url, log)
-        yield url, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with demo_server([*args, "--device", "cpu"], free_port(), log, env) as url:
+            yield url, log
+    except DemoFailed as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture
@@ -95,15 +51,9 @@ def world_url(fake_data_dir, tmp_path):
 def browser():
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (apt-get install chromium chromium-driver)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package")
-    with sync_api.sync_playwright() as pw:
-        instance = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield instance
-        finally:
-            instance.close()
+    pytest.importorskip("playwright.sync_api", reason="the playwright package")
+    with chromium() as instance:
+        yield instance
 
 
 AFTER_IN_EVERY_COLUMN = (
@@ -264,4 +214,10 @@ def test_a_forgotten_name_flips_an_unlearned_model_on_a_world_question(
     assert lines[0].startswith("model,questions,accuracy_without,accuracy_with,flip_rate")
     assert len(lines) == 4 and "a forgotten person per question" in lines[1]
     keep_screenshots(tmp_path, "world.png", "world-flip.png")
+
+    # the speed benchmark's measurement (benchmarks/demo_speed.py) works on this page
+    page.get_by_role("tab", name="Probe a question").click()
+    page.locator("#rna-keyword textarea").fill(first)
+    clicked, scored = insertion_seconds(page, 2)
+    assert len(clicked) == 2 and all(c > s >= 0 for c, s in zip(clicked, scored, strict=True))
     assert "Traceback" not in log.read_text()
