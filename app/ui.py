@@ -247,18 +247,18 @@ def build_app(data: DemoData) -> gr.Blocks:
             *fields_of(qset, qset.record(index)),
         )
 
-    def on_typing(set_name: str, index: float | int | None, question: str):
-        """A question edited away from the one picked: the pickers no longer name it, and its
+    known = {name: frozenset(r["question"] for r in q.records) for name, q in data.sets.items()}
+
+    def on_typing(set_name: str, question: str, was_picked: bool):
+        """A question edited away from a picked one: the pickers no longer name it, and its
         subject is the user's to give (the picked one's would go into the prompt). Runs on
-        every change (Gradio's `input` event misses pasted text); a change made by a picker
-        leaves the text equal to the picked question, and a question already let go of stays
-        as it is (so a subject typed since is kept)."""
-        qset = data.sets.get(set_name)
-        if qset is None or index is None or not 0 <= int(index) < len(qset.records):
-            return gr.skip(), gr.skip()
-        if question == qset.records[int(index)]["question"]:
-            return gr.skip(), gr.skip()
-        return gr.update(value=None), (gr.update(value="") if qset.uses_subject else gr.skip())
+        every change (Gradio's `input` event misses pasted text), so only the step from a
+        question of the set to another text lets go (a subject typed since stays)."""
+        picked = question in known.get(set_name, ())
+        if picked or not was_picked:
+            return gr.skip(), gr.skip(), picked
+        uses_subject = set_name in data.sets and data.sets[set_name].uses_subject
+        return gr.update(value=None), (gr.update(value="") if uses_subject else gr.skip()), False
 
     @guarded(cleared_probe)
     def score_question(
@@ -544,10 +544,11 @@ def build_app(data: DemoData) -> gr.Blocks:
         random_btn.click(
             on_random, [set_dd], [group_dd, question_dd, *fields], api_name="random"
         ).success(score_question, question_inputs, probe_outs, **rescore)
+        picked = gr.State(True)  # the question on screen is one of its set's, as picked
         question_tb.change(
             on_typing,
-            [set_dd, question_dd, question_tb],
-            [question_dd, subject_tb],
+            [set_dd, question_tb, picked],
+            [question_dd, subject_tb, picked],
             api_visibility="private",
             queue=False,
             trigger_mode="always_last",
