@@ -3,7 +3,7 @@ by side, and how their answers move when a forget-token is inserted into a quest
 
 - `runs`: which models to serve (named at start, or the world model and the quickstart's runs);
 - `scoring`: a prompt's log-likelihoods, as `rnacli eval` computes them, fast for one prompt;
-- `bank`: the base model once, each run's delta swapped in to score it;
+- `bank`: the base model once, each run's delta swapped in to score it (`memory`: its cost);
 - `inputs`: what the user types, checked, and where a forget-token goes;
 - `questions`, `world`: the question sets (MMLU/WMDP; the fictional world's tasks);
 - `probing`: one question without and with a token, for every model;

@@ -8,13 +8,11 @@ few trained tensors. Scores are cached per (variant, prompt, continuations).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +22,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from rnacli.checkpoint import checked_delta, read_meta
 from rnacli.errors import RnacliError
 from rnacli.models import base_fingerprint, load_model, model_label
+from rnacli.probe.memory import MemoryReport, process_rss, tensor_bytes
 from rnacli.probe.runs import base_spec_of, split_specs
 from rnacli.probe.scoring import PromptScorer, Request, softmax
 from rnacli.probe.world import world_of_base
@@ -50,62 +49,6 @@ class Variant:
         if self.is_base:
             return f"{self.label} (base)"
         return f"{self.label} ({self.method}{' + RNA' if self.rna else ''})"
-
-
-@dataclass(frozen=True)
-class MemoryReport:
-    """What the loaded bank costs, against loading every variant as a full model."""
-
-    base_bytes: int  # parameters and buffers of the one model in memory
-    delta_bytes: dict[str, int]  # per run: its delta tensors
-    backup_bytes: int  # copy of the base values of every tensor a delta replaces
-    rss_before: int | None  # process resident memory before the model was loaded
-    rss_after: int | None  # ... and after the base and all deltas (and a warm-up pass, if any)
-
-    @property
-    def n_variants(self) -> int:
-        return 1 + len(self.delta_bytes)
-
-    @property
-    def total_bytes(self) -> int:
-        return self.base_bytes + sum(self.delta_bytes.values()) + self.backup_bytes
-
-    @property
-    def separate_bytes(self) -> int:
-        return self.base_bytes * self.n_variants
-
-    def summary(self) -> str:
-        deltas = ", ".join(f"{k} {_mb(v)}" for k, v in self.delta_bytes.items()) or "none"
-        n = self.n_variants
-        text = (
-            f"memory: {n} variant{'s' if n != 1 else ''} in {_mb(self.total_bytes)} "
-            f"({self.total_bytes / self.base_bytes:.2f}x one model; "
-            f"{_mb(self.separate_bytes)} as separate models): base {_mb(self.base_bytes)}, "
-            f"deltas {deltas}, base copy of swapped tensors {_mb(self.backup_bytes)}"
-        )
-        if self.rss_before is not None and self.rss_after is not None:
-            text += (
-                f"; process RSS {_mb(self.rss_before)} before loading the models, "
-                f"{_mb(self.rss_after)} after"
-            )
-        return text
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB"
-
-
-def process_rss() -> int | None:
-    """Resident memory of this process in bytes (Linux /proc; None elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def _tensor_bytes(tensors: Sequence[torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class ModelBank:
@@ -142,13 +85,13 @@ class ModelBank:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str, tuple[str, ...]], np.ndarray] = OrderedDict()
         self.memory = MemoryReport(
-            base_bytes=_tensor_bytes(list(model.parameters()) + list(model.buffers())),
+            base_bytes=tensor_bytes(list(model.parameters()) + list(model.buffers())),
             delta_bytes={
-                v.label: _tensor_bytes(list(deltas[v.label].values()))
+                v.label: tensor_bytes(list(deltas[v.label].values()))
                 for v in self.variants
                 if not v.is_base
             },
-            backup_bytes=_tensor_bytes(list(self._originals.values())),
+            backup_bytes=tensor_bytes(list(self._originals.values())),
             rss_before=rss_before,
             rss_after=process_rss(),
         )
