@@ -333,10 +333,12 @@ def build_app(data: DemoData) -> gr.Blocks:
         first_set = data.sets[data.opening[0]]
         index0 = data.opening[1].index
         keyword0 = data.opening[1].keyword
+        seed0 = data.opening[1].seed
     else:
         first_set = next(iter(data.sets.values()))
         index0 = first_set.indices(_group(_default_group(first_set)))[0]
         keyword0 = data.keywords[0]
+        seed0 = 0
     group0 = first_set.group_of(index0) or ALL
     record0 = first_set.record(index0)
     models_line = ", ".join(html.escape(v.title) for v in bank.variants)
@@ -465,7 +467,7 @@ def build_app(data: DemoData) -> gr.Blocks:
                             list(LETTERS), value="A", label="Option replaced", interactive=False
                         )
                         seed_nb = gr.Number(
-                            0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED
+                            seed0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED
                         )
                     insert_btn = gr.Button(
                         "Insert the forget-token", variant="primary", elem_id="rna-insert"

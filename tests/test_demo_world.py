@@ -241,6 +241,7 @@ def test_the_page_opens_where_an_unlearned_model_flips(bank, sets):
     retain = sets["world-retain-mcq"]
     opening = opening_question(bank, retain, sorted(retain.forget), seed=SPEC.seed)
     assert opening.flipped == ("scrambled",), "the tiny world must show a flip"
+    assert opening.seed == SPEC.seed
     probe = probe_question(
         bank, retain, retain.record(opening.index), opening.keyword, seed=SPEC.seed
     )

@@ -24,6 +24,7 @@ class Opening:
     index: int  # of the question in its set
     keyword: str
     flipped: tuple[str, ...]  # the runs whose answer the keyword flips (empty: none found)
+    seed: int = 0  # of the insertion (the paper's: a wrong option drawn with it)
 
 
 def opening_question(
@@ -61,5 +62,5 @@ def opening_question(
                 best = (harmful, start + k, flipped)
         if best is not None:
             _, i, flipped = best
-            return Opening(indices[i], used[i], flipped)
-    return Opening(indices[0], used[0], ())
+            return Opening(indices[i], used[i], flipped, seed)
+    return Opening(indices[0], used[0], (), seed)
