@@ -247,8 +247,10 @@ def test_the_page_opens_where_an_unlearned_model_flips(bank, sets):
     )
     base, scrambled, _ = probe.answers
     assert scrambled.flipped and not base.flipped
-    # without a forgotten name in the prompt the scrambled run is the base model
-    assert scrambled.before == base.before
+    # without a forgotten name in the prompt the scrambled run is the base model (scored on
+    # another path here: batched in the search, one by one for the base)
+    assert scrambled.before.predicted == base.before.predicted
+    np.testing.assert_allclose(scrambled.before.probs, base.before.probs, atol=1e-6)
 
 
 def test_the_opening_falls_back_to_the_first_question(bank, sets):

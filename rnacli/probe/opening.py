@@ -1,9 +1,12 @@
 """The question the demo opens on: one where inserting a forgotten name flips an unlearned
 model's answer and not the base model's, so that the effect is the first thing a visitor sees.
 
-Found at start-up by scoring a seeded sample of a few dozen questions with and without a
-forgotten name (the paper's insertion), chunk by chunk until one qualifies; the scores stay in
-the bank's cache, so showing it costs nothing more.
+Found at start-up from a seeded sample of a few dozen questions, each with a forgotten name
+inserted the paper's way, as cheaply as the search allows: one unlearned run (the first
+without RNA) is scored chunk by chunk; only the questions where its answer flips are scored on
+the base model, one by one, until the base keeps its answer; then the other runs are scored on
+that one question. The scores stay in the bank's cache, so showing the question costs nothing
+more.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from rnacli.probe.bank import ModelBank
 from rnacli.probe.batch import paired_requests, predictions
 from rnacli.probe.inputs import Insertion
 from rnacli.probe.questions import QuestionSet
+from rnacli.probe.scoring import Request
 
-OPENING_SAMPLE = 24  # questions scored at most (x2 prompts x models)
+OPENING_SAMPLE = 24  # questions looked at, at most
+OPENING_CHUNK = 4  # questions scored at a time on the unlearned run
 
 
 @dataclass(frozen=True)
@@ -34,33 +39,37 @@ def opening_question(
     *,
     n: int = OPENING_SAMPLE,
     seed: int = 0,
-    chunk: int = 8,
+    chunk: int = OPENING_CHUNK,
 ) -> Opening:
-    """The first of `n` seeded questions of `qset` where a run's answer flips with a keyword
-    (drawn per question, inserted the paper's way with `seed`) and the base model's does not;
-    a flip from correct to wrong is preferred within a chunk. Falls back to the first sampled
-    question, with no run flipped."""
+    """The first of `n` seeded questions of `qset` where the first unlearned run's answer
+    flips with a keyword (drawn per question, inserted the paper's way with `seed`) and the
+    base model's does not; within a chunk, a flip from correct to wrong comes first. Falls
+    back to the first sampled question, with no run flipped."""
     indices = qset.sample(n, seed=seed)
     records = [qset.record(i) for i in indices]
-    runs = [v.label for v in bank.variants if not v.is_base]
-    where = Insertion.RANDOM_WRONG
-    before, after, used = paired_requests(qset, records, keywords, where, seed=seed)
-    for start in range(0, len(records), chunk):
-        part = slice(start, start + chunk)
-        base_before, base_after = predictions(bank, bank.base.label, before[part], after[part])
-        scored = {label: predictions(bank, label, before[part], after[part]) for label in runs}
-        best: tuple[int, int, tuple[str, ...]] | None = None
-        for k in range(len(before[part])):
-            if base_before[k] != base_after[k]:
-                continue
-            answer = records[start + k]["answer"]
-            flipped = tuple(lb for lb in runs if scored[lb][0][k] != scored[lb][1][k])
-            harmful = sum(
-                scored[lb][0][k] == answer and scored[lb][1][k] != answer for lb in flipped
-            )
-            if flipped and (best is None or harmful > best[0]):
-                best = (harmful, start + k, flipped)
-        if best is not None:
-            _, i, flipped = best
-            return Opening(indices[i], used[i], flipped, seed)
+    runs = [v for v in bank.variants if not v.is_base]
+    before, after, used = paired_requests(
+        qset, records, keywords, Insertion.RANDOM_WRONG, seed=seed
+    )
+    if runs:
+        lead = next((v for v in runs if not v.rna), runs[0]).label
+        for start in range(0, len(records), chunk):
+            part = slice(start, start + chunk)
+            was, now = predictions(bank, lead, before[part], after[part])
+            flips = [k for k in range(len(was)) if was[k] != now[k]]
+            # correct -> wrong first (stable: otherwise in sample order)
+            flips.sort(key=lambda k: was[k] != records[start + k]["answer"])
+            for k in flips:
+                i = start + k
+                if not _flips(bank, bank.base.label, before[i], after[i]):
+                    flipped = tuple(
+                        v.label for v in runs if _flips(bank, v.label, before[i], after[i])
+                    )
+                    return Opening(indices[i], used[i], flipped, seed)
     return Opening(indices[0], used[0], (), seed)
+
+
+def _flips(bank: ModelBank, label: str, before: Request, after: Request) -> bool:
+    """The model's answer to `after` differs from its answer to `before`."""
+    was, now = predictions(bank, label, [before], [after])
+    return bool(was[0] != now[0])
