@@ -29,7 +29,8 @@ from rnacli.models import load_model
 from rnacli.passes import Passes
 from rnacli.recipe import MethodConfig
 from rnacli.rna import Noise
-from rnacli.train import default_trainable, select_trainable, unlearning_loss
+from rnacli.step import unlearning_loss
+from rnacli.train import default_trainable, select_trainable
 
 OURS = {"reference": "delta", "shared_prefix": True, "truncate": True, "chunk_tokens": 1024}
 REFERENCE_STYLE = {

@@ -4,6 +4,8 @@ with the base model's id and a fingerprint of the whole base.
     RUN/checkpoint/delta.safetensors   the trained tensors
     RUN/checkpoint/meta.json           base model, base fingerprint, step, tensor names
     RUN/checkpoint/optimizer.pt        optimizer state, for --resume
+    RUN/checkpoint/master.safetensors  fp32 master copies of bf16/fp16 trained tensors, for
+                                       --resume (rnacli/master.py); absent in fp32 runs
 
 A run folder loads anywhere `rnacli eval` takes a model (`models.load_run_model`): the base is
 loaded, checked against the fingerprint, and the delta applied. Runs written before the
@@ -37,6 +39,7 @@ from rnacli.text import read_json
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
+MASTERS = "master.safetensors"
 FORMAT = "rnacli-delta/1"
 LOCK = ".lock"  # held by the process training in the folder
 META, DELTA, OPTIMIZER = "meta.json", "delta.safetensors", "optimizer.pt"
@@ -73,10 +76,14 @@ def save_checkpoint(
     optimizer_state: dict[str, Any] | None,
     base_fingerprint: str | None = None,
     extra: dict[str, Any] | None = None,
+    masters: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write the checkpoint folder atomically (a crash keeps the previous one). Refuses tensors
-    that are not finite: a poisoned delta never replaces a good one."""
+    that are not finite: a poisoned delta never replaces a good one. `masters`: fp32 copies of
+    the trained tensors, kept so that --resume continues bit for bit."""
     bad = first_nonfinite(tensors)
+    if bad is None and masters:
+        bad = first_nonfinite(masters)
     if bad is not None:
         raise RnacliError(f"step {step}: tensor {bad} holds NaN or infinite values; not saved")
     with atomic_dir(run_dir / CHECKPOINT) as tmp:
@@ -84,6 +91,11 @@ def save_checkpoint(
             {n: t.detach().contiguous().cpu() for n, t in tensors.items()},
             str(tmp / DELTA),
         )
+        if masters:
+            save_file(
+                {n: t.detach().contiguous().cpu() for n, t in masters.items()},
+                str(tmp / MASTERS),
+            )
         if optimizer_state is not None:
             torch.save(optimizer_state, tmp / OPTIMIZER)
         # meta.json last: a folder with a valid meta.json is complete (see `recover`)
@@ -214,14 +226,23 @@ def hold_run(run_dir: Path) -> FileLock:
     return lock
 
 
-def load_delta(run_dir: Path) -> dict[str, torch.Tensor]:
-    path = run_dir / CHECKPOINT / DELTA
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except FileNotFoundError:
         raise RnacliError(f"{path}: missing (the checkpoint is incomplete)") from None
     except (SafetensorError, OSError, ValueError) as e:
         raise RnacliError(f"{path}: damaged, not a readable safetensors file ({e})") from None
+
+
+def load_delta(run_dir: Path) -> dict[str, torch.Tensor]:
+    return _load_tensors(run_dir / CHECKPOINT / DELTA)
+
+
+def load_masters(run_dir: Path) -> dict[str, torch.Tensor] | None:
+    """The fp32 master tensors of a checkpoint, or None when it has none."""
+    path = run_dir / CHECKPOINT / MASTERS
+    return _load_tensors(path) if path.exists() else None
 
 
 def load_optimizer_state(run_dir: Path) -> dict[str, Any] | None:

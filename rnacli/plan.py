@@ -384,15 +384,18 @@ def estimate(
     parts = _static_parts(recipe, arch, s, trainable, n_train, shard)
     worst = None
     for length in sorted(set(recipe.data.forget_max_length)):
-        step = _activation_parts(recipe, arch, s, trainable, step_passes(recipe, length))
-        if worst is None or sum(p.bytes for p in step) > sum(p.bytes for p in worst):
-            worst = step
+        for phase in _phases(recipe, step_passes(recipe, length)):
+            step = _activation_parts(recipe, arch, s, trainable, phase)
+            if worst is None or sum(p.bytes for p in step) > sum(p.bytes for p in worst):
+                worst = step
     parts += worst
     forward_backward = sum(p.bytes for p in parts)
     # The optimizer step runs once backward has freed the activations; foreach AdamW keeps one
-    # temporary per trainable tensor. The peak only for tiny batches, but then it is.
-    step = sum(p.bytes for p in parts if p.name not in ("activations", "working set"))
-    step += n_train * s.weight // shard
+    # temporary per trainable tensor. With master weights the gradients it reads are the fp32
+    # masters' (the model's own were moved there). The peak only for tiny batches, but then it is.
+    optimized = 4 if _masters(recipe, s) else s.weight
+    step = sum(p.bytes for p in parts if p.name not in ("activations", "working set", "gradients"))
+    step += 2 * n_train * optimized
     tensors = max(forward_backward, step)
     overhead = 0
     if device == "cuda":
@@ -410,14 +413,38 @@ def estimate(
     }
 
 
+def _masters(recipe: Recipe, s: Setting) -> bool:
+    """Whether the run keeps fp32 master copies of its trainable tensors (rnacli/master.py)."""
+    return recipe.train.master_weights and s.weight < 4
+
+
+def _phases(recipe: Recipe, passes: list[Pass]) -> list[list[Pass]]:
+    """Passes whose activations coexist: with train.split_backward the forget loss is
+    backpropagated before the retain passes run (rnacli/step.py)."""
+    if not recipe.train.split_backward:
+        return [passes]
+    retain = [p for p in passes if p.name.startswith("retain")]
+    return [[p for p in passes if p not in retain], retain]
+
+
 def _static_parts(
     recipe: Recipe, arch: Arch, s: Setting, trainable: list[str], n_train: int, shard: int
 ) -> list[Part]:
+    """Weights, reference, master weights, gradients and optimizer states. Under FSDP
+    (`shard` > 1) only the frozen weights are sharded: rnacli keeps the trainable tensors whole
+    on every GPU (rnacli/sharding.py), so their gradients, masters and states are not divided."""
     cfg, total = recipe.train, arch.params
-    div = f" / {shard} GPUs" if shard > 1 else ""
-    parts = [
-        Part("weights", total * s.weight // shard, f"{total:,} x {s.weight} B ({s.dtype}){div}"),
-    ]
+    frozen = total - n_train
+    if shard > 1:
+        weights = Part(
+            "weights",
+            frozen * s.weight // shard + n_train * s.weight,
+            f"{frozen:,} frozen x {s.weight} B ({s.dtype}) / {shard} GPUs + "
+            f"{n_train:,} trainable, whole",
+        )
+    else:
+        weights = Part("weights", total * s.weight, f"{total:,} x {s.weight} B ({s.dtype})")
+    parts = [weights]
     if shard > 1:  # FSDP all-gathers one wrapped decoder layer at a time, the next prefetched
         layer = 2 * _linear_params(arch, 0) * s.weight
         parts.append(Part("gathered layers", layer, f"2 x {arch.layer_class} unsharded"))
@@ -430,21 +457,28 @@ def _static_parts(
     else:
         ref = Part("reference (copy)", total * s.weight, "a deep copy of the whole model")
     parts.append(ref)
-    parts.append(
-        Part("gradients", n_train * s.weight // shard, f"{n_train:,} trainable x {s.weight} B{div}")
-    )
+    masters = _masters(recipe, s)
+    if masters:
+        parts.append(
+            Part("master weights", n_train * 4, f"fp32 copies of the {n_train:,} trainable")
+        )
+    grads, detail = n_train * s.weight, f"{n_train:,} trainable x {s.weight} B"
+    if masters and cfg.grad_accum > 1:  # the fp32 masters' sum over micro-batches
+        grads += n_train * 4
+        detail += " + the fp32 masters' (summed over micro-batches)"
+    parts.append(Part("gradients", grads, detail))
+    state = 4 if masters else s.weight
+    state_dtype = "fp32, on the masters" if masters else s.dtype
     if cfg.optimizer == "adamw8bit":
         # 8-bit states for tensors of >= 4096 values, plus one fp32 absmax per 256-value block.
         per = 2 + 2 * 4 / 256
-        opt = Part(
-            "optimizer (AdamW8bit)", int(n_train * per) // shard, f"2 x 1 B + block stats{div}"
-        )
+        opt = Part("optimizer (AdamW8bit)", int(n_train * per), "2 x 1 B + block stats")
     else:
-        # torch creates exp_avg/exp_avg_sq with zeros_like(param): bf16 params, bf16 states.
+        # torch creates exp_avg/exp_avg_sq with zeros_like(param): in the stepped tensor's dtype.
         opt = Part(
             "optimizer (AdamW)",
-            n_train * 2 * s.weight // shard,
-            f"exp_avg + exp_avg_sq, 2 x {s.weight} B ({s.dtype}){div}",
+            n_train * 2 * state,
+            f"exp_avg + exp_avg_sq, 2 x {state} B ({state_dtype})",
         )
     parts.append(opt)
     return parts
@@ -496,13 +530,20 @@ def _activation_parts(
         work += biggest.tokens * _layer_bytes(arch, s, biggest.length)
         what = f"one layer recomputed in backward ({biggest.batch}x{biggest.length})"
     if po:
-        retain = next(p for p in passes if p.name == "retain")
-        chunk = min(cfg.logits_chunk, retain.tokens) if chunked else retain.tokens
-        # Checkpointed chunks: the logits of the model and of the reference, their fp32
-        # log-softmaxes, then exp, difference and product (KL, or the MSE's terms) in fp32.
-        # Otherwise the fp32 terms are kept for backward (counted above): logits + a temporary.
         checkpointed = chunked and cfg.checkpoint_head
-        per_value = 2 * s.compute + 5 * 4 if checkpointed else s.compute + 4
+        retain = next((p for p in passes if p.name == "retain"), None)
+        if retain is not None:
+            chunk = min(cfg.logits_chunk, retain.tokens) if chunked else retain.tokens
+            # Checkpointed chunks: the logits of the model and of the reference, their fp32
+            # log-softmaxes, then exp, difference and product (KL, or the MSE's terms) in fp32.
+            # Otherwise the fp32 terms are kept for backward (counted above): logits + a
+            # temporary.
+            per_value = 2 * s.compute + 5 * 4 if checkpointed else s.compute + 4
+        else:  # the forget phase of a split step: log-probs of the scored tokens only
+            scored = max(p.tokens for p in grad)
+            chunk = min(cfg.logits_chunk, scored) if chunked else scored
+            # the logits, their fp32 copy and logsumexp's exp (softmax in backward)
+            per_value = s.compute + 2 * 4 if checkpointed else s.compute + 4
         head = chunk * arch.vocab * per_value
         if head > work:
             work, what = head, f"LM-head chunk: {chunk} tokens x {arch.vocab:,} vocabulary"
@@ -549,8 +590,8 @@ def plan(
     """Estimate one training step's peak memory per device for a recipe, and whether it fits.
 
     gpus = 0 plans for the CPU (capacity: this machine's RAM unless gpu_memory_gib is given).
-    DDP replicates everything on every GPU; FSDP would shard weights, gradients and optimizer
-    states (rnacli train does not shard yet: the estimate says what it would take).
+    DDP replicates everything on every GPU; FSDP shards the frozen weights (the trainable
+    tensors, their gradients, masters and optimizer states stay whole on every GPU).
 
     Returns a dict for `render` (and JSON): `parts` (name, bytes, detail per row),
     `peak_bytes`, `capacity_bytes` (None when unknown), `fits` (None when unknown),
@@ -674,9 +715,9 @@ def _notes(recipe: Recipe, device: str, gpus: int, strategy: str, dtype: str) ->
         )
     if gpus > 1 and strategy == "fsdp":
         notes.append(
-            "FSDP would shard weights, gradients and optimizer states; activations are not "
-            "divided. rnacli train does not shard the model yet (its loop reduces the few "
-            "trainable gradients itself): this is what FSDP would need, not what runs today"
+            f"FSDP: the frozen weights are sharded over the {gpus} GPUs; the trainable tensors "
+            "stay whole on every GPU (with their gradients, masters and optimizer states), and "
+            "activations are not divided; each GPU trains on its own batch of data.batch_size"
         )
     if device == "cpu":
         notes.append("tensors only: the Python process (torch, transformers) adds ~0.4 GiB")

@@ -177,12 +177,16 @@ class TrainConfig(_Section):
     # bf16 autocast: "auto" uses it where a micro-benchmark finds it faster (rnacli/precision.py)
     autocast: bool | Literal["auto"] = "auto"
     gradient_checkpointing: bool = False
+    # fp32 master copies of trainable tensors held in bf16/fp16, stepped by the optimizer and
+    # rounded into the model after each step (rnacli/master.py); no effect on an fp32 model
+    master_weights: bool = True
     # Engineering switches (defaults are the fast, exact ones; tests and benchmarks flip them).
     reference: Literal["delta", "copy"] = "delta"
     shared_prefix: bool = True
     truncated_forward: bool = True
     logits_chunk: int = Field(1024, ge=0)  # tokens per LM-head chunk; 0 = whole batch at once
     checkpoint_head: bool = True
+    split_backward: bool = True  # forget backward before the retain pass (rnacli/step.py)
 
 
 class EvalConfig(_Section):

@@ -31,6 +31,7 @@ from rnacli.checkpoint import (
     first_nonfinite,
     hold_run,
     load_delta,
+    load_masters,
     load_optimizer_state,
     read_meta,
     recover,
@@ -41,8 +42,9 @@ from rnacli.data import load_corpus
 from rnacli.data.batches import TrainingData, sample_indices, stable_seed
 from rnacli.data.records import Document, document_text
 from rnacli.errors import RnacliError
+from rnacli.master import MasterWeights
 from rnacli.methods import build_method, build_retain
-from rnacli.models import base_fingerprint, load_model
+from rnacli.models import base_fingerprint, load_model, resolve_dtype
 from rnacli.outputs import check_folder, names
 from rnacli.passes import Passes
 from rnacli.precision import autocast as precision_autocast
@@ -56,6 +58,8 @@ from rnacli.rna import (
     median_scale,
     resolve_layers,
 )
+from rnacli.sharding import check_fsdp, fsdp_plugin, shard_model
+from rnacli.step import head_chunk_tokens, unlearning_backward
 from rnacli.text import read_json
 
 log = logging.getLogger(__name__)
@@ -205,14 +209,16 @@ def rna_setup(recipe: Recipe, layers: list[int], passes: Passes, data: TrainingD
 
 
 def step_noise(
-    recipe: Recipe, setup: RNASetup | None, step: int, micro: int, rank: int, device: torch.device
+    recipe: Recipe, setup: RNASetup | None, step: int, micro: int, device: torch.device
 ) -> Noise | None:
-    """RNA noise for one micro-batch, from a generator seeded by (seed, step, micro, rank)."""
+    """RNA noise for one micro-batch, from a generator seeded by (seed, step, micro), `micro`
+    counted over all processes (`TrainingData.micro_index`)."""
     if setup is None:
         return None
     gen = torch.Generator(device=device)
     # a stable hash: Python's hash() of a str is salted per process, which would break resume
-    gen.manual_seed(stable_seed(recipe.train.seed, "rna", step, micro, rank) & 0x7FFF_FFFF_FFFF)
+    # (the trailing 0 once was the process rank: kept, so that earlier runs keep their noise)
+    gen.manual_seed(stable_seed(recipe.train.seed, "rna", step, micro, 0) & 0x7FFF_FFFF_FFFF)
     return Noise(setup.layers, setup.variance, gen, setup.side)
 
 
@@ -281,14 +287,16 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> int:
         raise RnacliError(f"--resume: {saved_path}: expected a JSON object")
     now = recipe.to_dict()
     for section in ("model", "data", "method", "rna", "train"):
+        # a key the run's recipe lacks (added to rnacli since) had its default value then
+        defaults = {k: f.default for k, f in type(getattr(recipe, section)).model_fields.items()}
         for key in set(saved.get(section, {})) | set(now.get(section, {})):
             if section == "train" and key in ("steps", "checkpoint_every"):
                 continue
-            if saved.get(section, {}).get(key) != now.get(section, {}).get(key):
+            then = saved.get(section, {}).get(key, defaults.get(key))
+            if then != now.get(section, {}).get(key):
                 raise RnacliError(
                     f"--resume: {section}.{key} differs from the run's recipe "
-                    f"({saved.get(section, {}).get(key)!r} there, "
-                    f"{now.get(section, {}).get(key)!r} now)"
+                    f"({then!r} there, {now.get(section, {}).get(key)!r} now)"
                 )
     return int(read_meta(run_dir)["step"])
 
@@ -304,8 +312,9 @@ def checkpoint_mode(model: nn.Module) -> None:
             module.training = True
 
 
-def load_for_training(recipe: Recipe, device: torch.device):
-    """(model, tokenizer, trainable tensors) with everything but the trainable tensors frozen."""
+def load_for_training(recipe: Recipe, device: torch.device, on: torch.device | None = None):
+    """(model, tokenizer, trainable tensors) with everything but the trainable tensors frozen,
+    in the dtype for `device`, loaded onto `on` (default: `device`; FSDP loads on the CPU)."""
     if recipe.model.load_in is not None:
         raise RnacliError(
             f"model.load_in = '{recipe.model.load_in}' is for evaluation: training "
@@ -314,8 +323,8 @@ def load_for_training(recipe: Recipe, device: torch.device):
         )
     model, tokenizer = load_model(
         recipe.model.name,
-        dtype=recipe.model.dtype,
-        device=str(device),
+        dtype=str(resolve_dtype(recipe.model.dtype, device)).removeprefix("torch."),
+        device=str(on or device),
         trust_remote_code=recipe.model.trust_remote_code,
     )
     model.config.use_cache = False
@@ -343,20 +352,6 @@ def load_for_training(recipe: Recipe, device: torch.device):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         checkpoint_mode(model)
     return model, tokenizer, trainable
-
-
-def unlearning_loss(
-    method, retain, passes: Passes, batch, alpha: float, noise: Noise | None
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """forget loss + alpha * retain loss; RNA's noise rides in the retain reference pass."""
-    forget_loss = method.forget_loss(passes, batch)
-    retain_loss = retain.loss(passes, batch.retain, noise=noise)
-    loss = forget_loss + alpha * retain_loss
-    return loss, {
-        "loss": loss.item(),
-        "forget_loss": forget_loss.item(),
-        "retain_loss": retain_loss.item(),
-    }
 
 
 @dataclass
@@ -395,7 +390,14 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, *, resume: bool) -> Train
     rank, world = accelerator.process_index, accelerator.num_processes
     start_step = _prepare_run_dir(run_dir, recipe, resume)
 
-    model, tokenizer, trainable = load_for_training(recipe, device)
+    fsdp = fsdp_plugin(accelerator)  # launched with an FSDP config: shard the frozen weights
+    if fsdp is not None:
+        check_fsdp(recipe, fsdp)
+    model, tokenizer, trainable = load_for_training(
+        recipe, device, on=torch.device("cpu") if fsdp is not None else None
+    )
+    if fsdp is not None:
+        shard_model(model, trainable, fsdp, device)
     base_hash = tensors_hash(trainable)  # of the trained tensors' original values (old readers)
     # of the whole base (cached per set of weight files); only the main process saves
     fingerprint = base_fingerprint(recipe.model.name, model) if main else None
@@ -419,7 +421,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, *, resume: bool) -> Train
         reference=cfg.reference,
         shared_prefix=cfg.shared_prefix,
         truncate=cfg.truncated_forward,
-        chunk_tokens=cfg.logits_chunk or None,
+        chunk_tokens=head_chunk_tokens(cfg.logits_chunk, model.config.vocab_size),
         checkpoint_head=cfg.checkpoint_head,
     )
     rna = rna_setup(recipe, noise_layers, passes, data)  # before a resumed run's weights load
@@ -429,9 +431,10 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, *, resume: bool) -> Train
             method.family, noise_layers, recipe.method.layer, recipe.method.label
         ):
             console.print(note, highlight=False)
-    optimizer = make_optimizer(recipe, list(trainable.values()), device)
+    master = MasterWeights(trainable, cfg.master_weights)
+    optimizer = make_optimizer(recipe, master.optimized(), device)
     if start_step:
-        _restore(run_dir, trainable, optimizer)
+        _restore(run_dir, trainable, optimizer, master)
         log.info("resuming %s from step %d", run_dir, start_step)
     if main:
         extra = {"base_fingerprint": fingerprint, **({"rna": rna.to_dict()} if rna else {})}
@@ -459,30 +462,40 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, *, resume: bool) -> Train
         )
         for step in range(start_step, cfg.steps):
             began = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
+            master.zero_grad()
             logged = dict.fromkeys(("loss", "forget_loss", "retain_loss"), 0.0)
             for micro in range(cfg.grad_accum):
                 batch = data.batch(step, micro).to(device)
-                noise = step_noise(recipe, rna, step, micro, rank, device)
-                with autocast:
-                    loss, values = unlearning_loss(
-                        method, retain, passes, batch, recipe.alphas[batch.corpus], noise
-                    )
+                noise = step_noise(recipe, rna, step, data.micro_index(micro), device)
+                values = unlearning_backward(
+                    method,
+                    retain,
+                    passes,
+                    batch,
+                    recipe.alphas[batch.corpus],
+                    noise,
+                    accum=cfg.grad_accum,
+                    split=cfg.split_backward,
+                    autocast=autocast,
+                )
+                # checked after the backward (a split backward runs the forget loss's before
+                # the retain loss exists): a step with a non-finite loss is never applied
                 if not all(math.isfinite(v) for v in values.values()):
                     shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
                     raise stopped(step + 1, f"loss is not finite ({shown})")
-                (loss / cfg.grad_accum).backward()
+                master.collect_grads()
                 for k, v in values.items():
                     logged[k] += v / cfg.grad_accum
             if world > 1:  # only a few tensors train: reduce their gradients directly
-                for p in trainable.values():
-                    p.grad = accelerator.reduce(p.grad, reduction="mean")
+                for t in master.optimized():
+                    t.grad = accelerator.reduce(t.grad, reduction="mean")
             if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(trainable.values(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(master.optimized(), cfg.max_grad_norm)
             optimizer.step()
+            master.write_back()
             # A finite loss can still come with an update that poisons the weights (lr = inf,
             # an overflowing gradient): checked on the few trained tensors, every step.
-            bad = first_nonfinite(dict(trainable))
+            bad = first_nonfinite({**trainable, **master.state()})
             if bad is not None:
                 raise stopped(step + 1, f"the update made {bad} NaN or infinite")
             seconds = time.perf_counter() - began
@@ -515,6 +528,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, *, resume: bool) -> Train
                         tensors=dict(trainable),
                         step=step + 1,
                         optimizer_state=optimizer.state_dict(),
+                        masters=master.state(),
                         extra={
                             "recipe": recipe.name,
                             "method": recipe.method.label,
@@ -530,12 +544,16 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, *, resume: bool) -> Train
 
 
 def _restore(
-    run_dir: Path, trainable: dict[str, nn.Parameter], optimizer: torch.optim.Optimizer
+    run_dir: Path,
+    trainable: dict[str, nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    master: MasterWeights,
 ) -> None:
     delta = load_delta(run_dir)
     with torch.no_grad():
         for name, param in trainable.items():
             param.copy_(delta[name].to(param.device, param.dtype))
+    master.restore(load_masters(run_dir))
     if (state := load_optimizer_state(run_dir)) is not None:
         optimizer.load_state_dict(state)
 

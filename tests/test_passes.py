@@ -7,7 +7,7 @@ from rnacli.data.batches import document_batch, preference_batches
 from rnacli.methods import build_method, build_retain
 from rnacli.passes import Passes
 from rnacli.recipe import recipe_from_dict
-from rnacli.train import unlearning_loss
+from rnacli.step import unlearning_loss
 from tests.conftest import tiny_recipe
 
 TEXTS = [

@@ -12,12 +12,14 @@ import torch
 from rich.console import Console
 
 from rnacli.errors import RnacliError
+from rnacli.master import MasterWeights
 from rnacli.memory import in_module, peak_tensor_bytes
 from rnacli.methods import build_method, build_retain
 from rnacli.passes import Passes
 from rnacli.plan import architecture, estimate, model_config, plan, render
 from rnacli.recipe import Recipe, recipe_from_dict, to_toml
-from rnacli.train import load_for_training, make_optimizer, training_data, unlearning_loss
+from rnacli.step import unlearning_backward
+from rnacli.train import load_for_training, make_optimizer, training_data
 from tests.conftest import tiny_recipe
 from tests.tiny import build_model, build_tokenizer
 
@@ -88,17 +90,28 @@ def measure_step(recipe: Recipe) -> dict[str, int]:
         chunk_tokens=cfg.logits_chunk or None,
         checkpoint_head=cfg.checkpoint_head,
     )
-    optimizer = make_optimizer(recipe, list(trainable.values()), device)
+    master = MasterWeights(trainable, cfg.master_weights)
+    optimizer = make_optimizer(recipe, master.optimized(), device)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast is True)
 
     def step(index: int) -> None:
-        optimizer.zero_grad(set_to_none=True)
+        master.zero_grad()
         batch = data.batch(index)
         alpha = recipe.alphas[batch.corpus]
-        with autocast:
-            loss, _ = in_module(lambda: unlearning_loss(method, retain, passes, batch, alpha, None))
-        loss.backward()
+        unlearning_backward(
+            method,
+            retain,
+            passes,
+            batch,
+            alpha,
+            None,
+            split=cfg.split_backward,
+            autocast=autocast,
+            run_forward=in_module,
+        )
+        master.collect_grads()
         optimizer.step()
+        master.write_back()
 
     def full_and_padded(index: int) -> bool:
         batch = data.batch(index)
@@ -109,7 +122,8 @@ def measure_step(recipe: Recipe) -> dict[str, int]:
 
     step(0)
     index = next(i for i in range(1, 100) if full_and_padded(i))
-    return peak_tensor_bytes(lambda: step(index), model, optimizer, *passes.originals.values())
+    tracked = [*passes.originals.values(), *master.masters.values()]
+    return peak_tensor_bytes(lambda: step(index), model, optimizer, *tracked)
 
 
 # name: (method, retain loss, recipe sections); chunks of 64 tokens unless set.
@@ -125,6 +139,9 @@ CASES = {
     ),
     "simnpo_mse_autocast": ("simnpo", "mse", {"train": {"autocast": True}}),
     "npo_kl_checkpointing": ("npo", "kl", {"train": {"gradient_checkpointing": True}}),
+    # one backward over forget + retain: both passes' activations at once
+    "npo_kl_joint_backward": ("npo", "kl", {"train": {"split_backward": False}}),
+    "dpo_mse_bf16": ("dpo", "mse", {"model": {"dtype": "bfloat16"}}),
 }
 
 
@@ -143,11 +160,13 @@ def test_estimate_matches_the_measured_peak_of_a_step(plan_model_dir, padded_cor
     parts = {p.name: p.bytes for p in est["parts"]}
 
     # Exact parts: the weights and the optimizer states (MemTracker files the delta
-    # reference, given to it from outside, as "Other").
+    # reference and the fp32 master weights, given to it from outside, as "Other").
     assert parts["weights"] == measured["Parameter"]
     # (+ AdamW's `step` counter: one fp32 scalar per tensor, kept on the CPU on CUDA too)
     assert parts["optimizer (AdamW)"] == pytest.approx(measured["Optstate"], abs=64)
-    assert parts["reference (delta)"] == measured["Other"]
+    masters = parts.get("master weights", 0)
+    assert (masters > 0) == (recipe.model.dtype == "bfloat16")  # on by default below fp32
+    assert parts["reference (delta)"] + masters == measured["Other"]
     # The modelled parts: activations, working set, gradients. They are most of the peak here,
     # so a wrong activation model cannot hide behind the weights.
     static = measured["Parameter"] + measured["Optstate"] + measured["Other"]
@@ -156,6 +175,7 @@ def test_estimate_matches_the_measured_peak_of_a_step(plan_model_dir, padded_cor
     modelled = parts["activations"] + parts["working set"] + parts["gradients"]
     assert modelled == pytest.approx(dynamic, rel=TOLERANCE)
     assert est["tensor_bytes"] == pytest.approx(measured["Total"], rel=TOLERANCE)
+    print(f"{case}: plan {est['tensor_bytes']:,} B, measured {measured['Total']:,} B")
     work = next(p for p in est["parts"] if p.name == "working set")
     assert work.detail.startswith("LM-head chunk: 256 tokens") == case.endswith("_head")
 
@@ -193,15 +213,26 @@ def test_zephyr_7b_on_one_24_gib_gpu():
     assert checkpointed["fits"] is True
     assert checkpointed["peak_bytes"] < 24 * GIB
 
-    # Plain AdamW: bf16 states, twice the 8-bit ones; it fits too once checkpointed.
+    # bf16 weights: fp32 master copies of the trainable tensors, on by default
+    assert _part(tight, "master weights")["bytes"] == 4 * ZEPHYR_TRAINABLE
+    # Plain AdamW: fp32 states on the masters, four times the 8-bit ones; it fits too once
+    # checkpointed. Without masters they are bf16, like the weights.
     plain = plan(
         "recipes/npo_kl_rna.toml",
         ["train.optimizer=adamw", "train.gradient_checkpointing=true"],
         gpus=1,
         gpu_memory_gib=24,
     )
-    assert _part(plain, "optimizer (AdamW)")["bytes"] == 4 * ZEPHYR_TRAINABLE
+    assert _part(plain, "optimizer (AdamW)")["bytes"] == 8 * ZEPHYR_TRAINABLE
     assert plain["fits"] is True
+    no_masters = plan(
+        "recipes/npo_kl_rna.toml",
+        ["train.optimizer=adamw", "train.master_weights=false"],
+        gpus=1,
+        gpu_memory_gib=24,
+    )
+    assert _part(no_masters, "optimizer (AdamW)")["bytes"] == 4 * ZEPHYR_TRAINABLE
+    assert not any(p["name"] == "master weights" for p in no_masters["parts"])
 
     # RM methods stop at layer 7: three layers keep activations, no checkpointing needed.
     rmu = plan("recipes/rmu_rna.toml", base, gpus=1, gpu_memory_gib=24)
@@ -215,10 +246,15 @@ def test_several_gpus_ddp_replicates_fsdp_shards():
     fsdp = plan("recipes/npo_kl_rna.toml", [], gpus=4, gpu_memory_gib=80, strategy="fsdp")
     assert ddp["peak_bytes"] == one["peak_bytes"]
     assert any("nothing is divided" in n for n in ddp["notes"])
-    assert _part(fsdp, "weights")["bytes"] == _part(one, "weights")["bytes"] // 4
+    # FSDP shards the frozen weights; the trainable tensors stay whole on every GPU, and with
+    # them their gradients, fp32 masters and optimizer states
+    frozen = ZEPHYR_PARAMS - ZEPHYR_TRAINABLE
+    assert _part(fsdp, "weights")["bytes"] == 2 * frozen // 4 + 2 * ZEPHYR_TRAINABLE
+    for part in ("gradients", "master weights", "optimizer", "reference", "activations"):
+        assert _part(fsdp, part)["bytes"] == _part(one, part)["bytes"], part
     assert _part(fsdp, "gathered layers")["bytes"] > 0
-    assert _part(fsdp, "activations")["bytes"] == _part(one, "activations")["bytes"]
-    assert any("does not shard the model yet" in n for n in fsdp["notes"])
+    assert fsdp["peak_bytes"] < 0.6 * one["peak_bytes"]
+    assert any("trainable tensors stay whole" in n for n in fsdp["notes"])
 
 
 def test_plan_on_the_cpu_from_a_local_folder(tmp_path, tiny_model_dir, corpora):

@@ -7,7 +7,7 @@ from rnacli.methods import build_method, build_retain
 from rnacli.passes import Passes
 from rnacli.recipe import recipe_from_dict
 from rnacli.rna import Noise, resolve_layers
-from rnacli.train import unlearning_loss
+from rnacli.step import unlearning_loss
 from tests.conftest import tiny_recipe
 
 TRAINABLE = [f"model.layers.{i}.mlp.down_proj.weight" for i in (1, 2, 3)]
@@ -126,7 +126,7 @@ def test_step_noise_is_the_same_in_every_process(tiny_model_dir, corpora):
         "r = recipe_from_dict(json.loads(sys.argv[1]))\n"
         "from rnacli.train import RNASetup\n"
         "setup = RNASetup([3], 'reference', {3: 0.05})\n"
-        "n = step_noise(r, setup, step=5, micro=0, rank=0, device=torch.device('cpu'))\n"
+        "n = step_noise(r, setup, step=5, micro=0, device=torch.device('cpu'))\n"
         "print(n.sample_like(torch.zeros(3)).tolist())\n"
     )
     outputs = set()

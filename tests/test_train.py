@@ -87,15 +87,25 @@ def test_run_folder_layout_and_evaluation(tmp_path, tiny_model_dir, corpora):
     assert size < 0.2 * sum(p.numel() * 4 for p in model.parameters())
 
 
-def test_resume_after_a_kill_gives_the_same_weights(tmp_path, tiny_model_dir, corpora, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_resume_after_a_kill_gives_the_same_weights(
+    tmp_path, tiny_model_dir, corpora, monkeypatch, dtype
+):
+    """Bit for bit; in bf16 the checkpoint also keeps the fp32 master weights."""
     raw = tiny_recipe(
-        tiny_model_dir, corpora, "dpo", "kl", rna=True, train={"steps": 5, "checkpoint_every": 2}
+        tiny_model_dir,
+        corpora,
+        "dpo",
+        "kl",
+        rna=True,
+        model={"dtype": dtype},
+        train={"steps": 5, "checkpoint_every": 2},
     )
     whole = run(tmp_path, "whole", raw)
 
     import rnacli.train as train_module
 
-    real = train_module.unlearning_loss
+    real = train_module.unlearning_backward
     calls = {"n": 0}
 
     def dies_at_step_4(*args, **kwargs):
@@ -104,15 +114,20 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path, tiny_model_dir, co
             raise KeyboardInterrupt  # the process is killed during step 4
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "unlearning_loss", dies_at_step_4)
+    monkeypatch.setattr(train_module, "unlearning_backward", dies_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, "killed", raw)
-    monkeypatch.setattr(train_module, "unlearning_loss", real)
+    monkeypatch.setattr(train_module, "unlearning_backward", real)
     killed = tmp_path / "killed"
     assert json.loads((killed / "checkpoint/meta.json").read_text())["step"] == 2
     train(recipe_from_dict(raw, "killed.toml"), killed, resume=True)
     for name, value in delta(whole).items():
-        torch.testing.assert_close(delta(killed)[name], value, atol=0, rtol=0)
+        assert torch.equal(delta(killed)[name], value)
+    masters = [run / "checkpoint" / "master.safetensors" for run in (whole, killed)]
+    assert masters[0].exists() == masters[1].exists() == (dtype == "bfloat16")
+    if dtype == "bfloat16":
+        saved = [load_file(str(m)) for m in masters]
+        assert all(torch.equal(saved[0][n], saved[1][n]) for n in saved[0])
     steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]
 
@@ -132,18 +147,17 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
 ):
     import rnacli.train as train_module
 
-    real = train_module.unlearning_loss
+    real = train_module.unlearning_backward
     calls = {"n": 0}
 
     def nan_at_step_3(*args, **kwargs):
         calls["n"] += 1
-        loss, values = real(*args, **kwargs)
+        values = real(*args, **kwargs)
         if calls["n"] == 3:
-            loss = loss * float("nan")
             values = {**values, "loss": float("nan")}
-        return loss, values
+        return values
 
-    monkeypatch.setattr(train_module, "unlearning_loss", nan_at_step_3)
+    monkeypatch.setattr(train_module, "unlearning_backward", nan_at_step_3)
     raw = tiny_recipe(tiny_model_dir, corpora, "npo", "kl", train={"steps": 4})
     with pytest.raises(RnacliError, match=r"step 3: loss is not finite .*step 2\) is kept"):
         run(tmp_path, "nan", raw)

@@ -197,23 +197,30 @@ class TrainingData:
     rank: int = 0
     world_size: int = 1
 
+    def micro_index(self, micro: int) -> int:
+        """This process's micro-batch `micro` counted over all processes. Batches, refusal
+        picks and RNA noise are functions of (step, micro_index) alone, so N processes with
+        grad_accum k draw what one process draws with grad_accum N x k."""
+        return micro * self.world_size + self.rank
+
     def batch(self, step: int, micro: int = 0) -> StepBatch:
         """Micro-batch `micro` of optimizer step `step` for this process."""
         k = step % len(self.forget)
-        # Micro-batches, then processes, take consecutive batches of each stream.
-        index = ((step // len(self.forget)) * self.grad_accum + micro) * self.world_size
-        index += self.rank
+        # Micro-batches over all processes take consecutive batches of each stream.
+        per_step = self.grad_accum * self.world_size
+        index = (step // len(self.forget)) * per_step + self.micro_index(micro)
         docs = [
             self.forget[k][i]
             for i in pick(
                 len(self.forget[k]), self.batch_size, index, self.seed, self.forget_names[k]
             )
         ]
-        retain_seq = self._retain(((step * self.grad_accum + micro) * self.world_size) + self.rank)
+        retain_seq = self._retain(step * per_step + self.micro_index(micro))
         if self.refusals is None:
             forget_seq = document_batch(self.tokenizer, docs, self.forget_max_length[k])
             return StepBatch(step, k, forget_seq, retain_seq)
-        rng = random.Random(stable_seed(self.seed, "refusal", step, micro, self.rank))
+        # (the trailing 0 once was the rank: kept, so that earlier runs keep their picks)
+        rng = random.Random(stable_seed(self.seed, "refusal", step, self.micro_index(micro), 0))
         refusals = [rng.choice(self.refusals) for _ in docs]
         win, lose = preference_batches(
             self.tokenizer, docs, refusals, self.forget_max_length[k], self.prompt_tokens
