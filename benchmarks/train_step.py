@@ -3,11 +3,13 @@
 1. RNA on vs off (RMU and NPO+KL): the noise rides in a pass computed anyway.
 2. An RMU step, ours (delta reference, shared prefix, forward truncated at layer l) vs the
    reference-code style (a second, deep-copied model; full forwards with the LM head).
-3. Peak memory of an NPO+KL step, ours (delta reference, LM head in checkpointed chunks) vs a
-   deep-copied reference with full logits, measured with torch's MemTracker (every tensor:
-   weights, copies, activations, gradients, optimizer states).
+3. Peak memory of an NPO+KL step, ours (delta reference, LM head in checkpointed chunks, the
+   forget loss backpropagated before the retain pass runs) vs the reference-code style (a
+   deep-copied reference, full logits, one backward), measured with torch's MemTracker (every
+   tensor: weights, copies, activations, gradients, optimizer states), next to what
+   `rnacli plan` estimates for both.
 
-    python benchmarks/train_step.py [--reps 5] [--autocast]
+    python benchmarks/train_step.py [--reps 5] [--autocast] [--memory-only]
 
 Configurations are interleaved step by step, and medians reported, because this machine is noisy.
 """
@@ -27,17 +29,35 @@ from rnacli.memory import in_module, peak_tensor_bytes
 from rnacli.methods import build_method, build_retain
 from rnacli.models import load_model
 from rnacli.passes import Passes
-from rnacli.recipe import MethodConfig
+from rnacli.plan import architecture, estimate, model_config
+from rnacli.recipe import MethodConfig, TrainConfig, recipe_from_dict
 from rnacli.rna import Noise
-from rnacli.step import unlearning_loss
+from rnacli.step import head_chunk_tokens, unlearning_backward
 from rnacli.train import default_trainable, select_trainable
 
-OURS = {"reference": "delta", "shared_prefix": True, "truncate": True, "chunk_tokens": 1024}
+# Passes settings and the split backward; the recipe keys they correspond to, for the plan.
+# Our LM-head chunk is the recipe default's (1024 tokens, capped at 2^24 logits: 341 tokens
+# for SmolLM2's 49,152-word vocabulary).
+OURS = {
+    "reference": "delta",
+    "shared_prefix": True,
+    "truncate": True,
+    "chunk_tokens": TrainConfig.model_fields["logits_chunk"].default,
+    "split": True,
+}
 REFERENCE_STYLE = {
     "reference": "copy",
     "shared_prefix": False,
     "truncate": False,
     "chunk_tokens": None,
+    "split": False,
+}
+RECIPE_KEYS = {
+    "reference": "reference",
+    "shared_prefix": "shared_prefix",
+    "truncate": "truncated_forward",
+    "chunk_tokens": "logits_chunk",
+    "split": "split_backward",
 }
 
 
@@ -56,22 +76,52 @@ def make_batch(tokenizer, tokens: int, size: int) -> SimpleNamespace:
 def setup(model, trainable, method_name, retain_loss, engineering):
     cfg = MethodConfig(name=method_name, retain_loss=retain_loss)
     method = build_method(cfg, model.config.hidden_size, 1, seed=0)
-    passes = Passes(model, list(trainable), **engineering)
+    settings = {k: v for k, v in engineering.items() if k != "split"}
+    if settings["chunk_tokens"]:
+        settings["chunk_tokens"] = head_chunk_tokens(
+            settings["chunk_tokens"], len(model.lm_head.weight)
+        )
+    passes = Passes(model, list(trainable), **settings)
     optimizer = torch.optim.AdamW(list(trainable.values()), lr=1e-6)
-    return method, build_retain(cfg), passes, optimizer
+    return method, build_retain(cfg), passes, optimizer, engineering["split"]
 
 
 def one_step(model, parts, batch, rna: bool, step: int) -> float:
-    method, retain, passes, optimizer = parts
+    method, retain, passes, optimizer, split = parts
     noise = Noise([7], 0.03, torch.Generator().manual_seed(step)) if rna else None
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     batch.forget.cache.clear()
     batch.retain.cache.clear()
-    loss, _ = in_module(lambda: unlearning_loss(method, retain, passes, batch, 100.0, noise))
-    loss.backward()
+    unlearning_backward(
+        method, retain, passes, batch, 100.0, noise, split=split, run_forward=in_module
+    )
     optimizer.step()
     return time.perf_counter() - start
+
+
+def planned_peak(args, engineering: dict) -> int:
+    """What `rnacli plan` estimates for the same NPO+KL step on the CPU (tensor bytes)."""
+    train = {RECIPE_KEYS[k]: v for k, v in engineering.items()}
+    train["logits_chunk"] = train["logits_chunk"] or 0
+    train["autocast"] = args.autocast
+    recipe = recipe_from_dict(
+        {
+            "model": {"name": args.model, "device": "cpu"},
+            "data": {
+                "forget": ["benchmark"],
+                "retain": "benchmark",
+                "forget_max_length": args.tokens,
+                "retain_max_length": args.tokens,
+                "batch_size": args.batch,
+            },
+            "method": {"name": "npo", "retain_loss": "kl", "layer": 7},
+            "train": train,
+        },
+        "train_step.toml",
+    )
+    config, source = model_config(args.model)
+    return estimate(recipe, architecture(config, source), device="cpu")["tensor_bytes"]
 
 
 def peak_memory(model, trainable, batch, engineering) -> int:
@@ -95,6 +145,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--autocast", action="store_true", help="bf16 autocast (CPU)")
+    parser.add_argument("--memory-only", action="store_true", help="skip the timings")
     args = parser.parse_args()
 
     model, tokenizer = load_model(args.model, device="cpu")
@@ -105,6 +156,13 @@ def main() -> None:
         f"tensors, {torch.get_num_threads()} threads, autocast={args.autocast}"
     )
 
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast)
+    if not args.memory_only:
+        timings(args, model, trainable, batch, autocast)
+    memory(args, model, trainable, batch, autocast)
+
+
+def timings(args, model, trainable, batch, autocast) -> None:
     configs = {
         "rmu ours": (setup(model, trainable, "rmu", None, OURS), False),
         "rmu ours + RNA": (setup(model, trainable, "rmu", None, OURS), True),
@@ -113,7 +171,6 @@ def main() -> None:
         "npo+kl ours + RNA": (setup(model, trainable, "npo", "kl", OURS), True),
     }
     times: dict[str, list[float]] = {name: [] for name in configs}
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast)
     with autocast:
         for rep in range(args.reps + 1):  # the first round warms up
             for name, (parts, rna) in configs.items():
@@ -132,18 +189,30 @@ def main() -> None:
     )
     for name in configs:
         configs[name][0][2].ref_model = None  # free the copies before measuring memory
-    del configs
 
-    with autocast:
-        ours = peak_memory(model, trainable, batch, OURS)
-        copy = peak_memory(model, trainable, batch, REFERENCE_STYLE)
-        copy_chunked = peak_memory(model, trainable, batch, {**OURS, "reference": "copy"})
+
+def memory(args, model, trainable, batch, autocast) -> None:
+    variants = {
+        "ours": OURS,
+        "ours, one backward": {**OURS, "split": False},
+        "reference-code style": REFERENCE_STYLE,
+    }
     mib = 1 << 20
+    peaks = {}
+    print("NPO+KL step peak memory (all tensors, MemTracker) and rnacli plan's estimate:")
+    for name, engineering in variants.items():
+        with autocast:
+            peaks[name] = peak_memory(model, trainable, batch, engineering)
+        planned = planned_peak(args, engineering)
+        print(
+            f"  {name:24s} measured {peaks[name] / mib:6.0f} MiB   plan {planned / mib:6.0f} MiB "
+            f"({planned / peaks[name] - 1:+.0%})"
+        )
+    ours, style = peaks["ours"], peaks["reference-code style"]
     print(
-        f"NPO+KL step peak memory: ours {ours / mib:.0f} MiB, deep-copied reference with "
-        f"full logits {copy / mib:.0f} MiB -> {ours / copy:.2f}x "
-        f"(deep copy with our chunked head: {copy_chunked / mib:.0f} MiB, "
-        f"{ours / copy_chunked:.2f}x)"
+        f"NPO+KL step peak memory: ours {ours / mib:.0f} MiB, reference-code style (deep copy, "
+        f"full logits, one backward) {style / mib:.0f} MiB -> {ours / style:.2f}x "
+        f"(ours with one backward: {peaks['ours, one backward'] / style:.2f}x)"
     )
 
 

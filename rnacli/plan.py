@@ -36,6 +36,7 @@ from rich.text import Text
 from rnacli.errors import RnacliError
 from rnacli.forward import PLAIN_DECODERS
 from rnacli.recipe import Recipe, load_recipe
+from rnacli.step import head_chunk_tokens
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -531,9 +532,10 @@ def _activation_parts(
         what = f"one layer recomputed in backward ({biggest.batch}x{biggest.length})"
     if po:
         checkpointed = chunked and cfg.checkpoint_head
+        head_tokens = head_chunk_tokens(cfg.logits_chunk, arch.vocab) or 0
         retain = next((p for p in passes if p.name == "retain"), None)
         if retain is not None:
-            chunk = min(cfg.logits_chunk, retain.tokens) if chunked else retain.tokens
+            chunk = min(head_tokens, retain.tokens) if chunked else retain.tokens
             # Checkpointed chunks: the logits of the model and of the reference, their fp32
             # log-softmaxes, then exp, difference and product (KL, or the MSE's terms) in fp32.
             # Otherwise the fp32 terms are kept for backward (counted above): logits + a
@@ -541,7 +543,7 @@ def _activation_parts(
             per_value = 2 * s.compute + 5 * 4 if checkpointed else s.compute + 4
         else:  # the forget phase of a split step: log-probs of the scored tokens only
             scored = max(p.tokens for p in grad)
-            chunk = min(cfg.logits_chunk, scored) if chunked else scored
+            chunk = min(head_tokens, scored) if chunked else scored
             # the logits, their fp32 copy and logsumexp's exp (softmax in backward)
             per_value = s.compute + 2 * 4 if checkpointed else s.compute + 4
         head = chunk * arch.vocab * per_value

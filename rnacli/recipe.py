@@ -184,7 +184,9 @@ class TrainConfig(_Section):
     reference: Literal["delta", "copy"] = "delta"
     shared_prefix: bool = True
     truncated_forward: bool = True
-    logits_chunk: int = Field(1024, ge=0)  # tokens per LM-head chunk; 0 = whole batch at once
+    # tokens per LM-head chunk (at most 2^24 logits: fewer for large vocabularies, see
+    # rnacli/step.py); 0 = the whole batch at once
+    logits_chunk: int = Field(1024, ge=0)
     checkpoint_head: bool = True
     split_backward: bool = True  # forget backward before the retain pass (rnacli/step.py)
 

@@ -19,6 +19,19 @@ import torch
 from rnacli.passes import Passes
 from rnacli.rna import Noise
 
+# Logits per LM-head chunk at most. A chunk of the KL/MSE retain loss holds about 28 bytes per
+# logit (two logit tensors and five fp32 terms): 2^24 logits are ~0.45 GiB, whatever the
+# vocabulary (1024 tokens of SmolLM2's 49,152 words would be 1.3 GiB, more than its activations).
+HEAD_CHUNK_VALUES = 1 << 24
+
+
+def head_chunk_tokens(logits_chunk: int, vocab: int) -> int | None:
+    """Tokens per LM-head chunk: `train.logits_chunk`, capped at HEAD_CHUNK_VALUES / vocab;
+    None when chunking is off (logits_chunk = 0)."""
+    if logits_chunk <= 0:
+        return None
+    return max(1, min(logits_chunk, HEAD_CHUNK_VALUES // max(vocab, 1)))
+
 
 def _call(fn: Callable[[], Any]) -> Any:
     return fn()

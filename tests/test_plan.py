@@ -18,7 +18,7 @@ from rnacli.methods import build_method, build_retain
 from rnacli.passes import Passes
 from rnacli.plan import architecture, estimate, model_config, plan, render
 from rnacli.recipe import Recipe, recipe_from_dict, to_toml
-from rnacli.step import unlearning_backward
+from rnacli.step import head_chunk_tokens, unlearning_backward
 from rnacli.train import load_for_training, make_optimizer, training_data
 from tests.conftest import tiny_recipe
 from tests.tiny import build_model, build_tokenizer
@@ -87,7 +87,7 @@ def measure_step(recipe: Recipe) -> dict[str, int]:
         reference=cfg.reference,
         shared_prefix=cfg.shared_prefix,
         truncate=cfg.truncated_forward,
-        chunk_tokens=cfg.logits_chunk or None,
+        chunk_tokens=head_chunk_tokens(cfg.logits_chunk, model.config.vocab_size),
         checkpoint_head=cfg.checkpoint_head,
     )
     master = MasterWeights(trainable, cfg.master_weights)
