@@ -10,6 +10,10 @@
    `rnacli plan` estimates for both.
 
     python benchmarks/train_step.py [--reps 5] [--autocast] [--memory-only]
+                                    [--device cuda] [--synthetic]
+
+`--synthetic` draws random token ids instead of reading MMLU text (speed and memory do not
+depend on the tokens; for machines without the data); `--model` takes a local folder too.
 
 Configurations are interleaved step by step, and medians reported, because this machine is noisy.
 """
@@ -19,12 +23,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from types import SimpleNamespace
 
 import torch
 
 from rnacli.data import load_corpus
-from rnacli.data.batches import document_batch
+from rnacli.data.batches import Seq, StepBatch, document_batch
 from rnacli.memory import in_module, peak_tensor_bytes
 from rnacli.methods import build_method, build_retain
 from rnacli.models import load_model
@@ -61,8 +64,16 @@ RECIPE_KEYS = {
 }
 
 
-def make_batch(tokenizer, tokens: int, size: int) -> SimpleNamespace:
+def make_batch(tokenizer, tokens: int, size: int, synthetic: bool = False) -> StepBatch:
     """Forget and retain batches of `size` sequences of exactly `tokens` tokens."""
+    if synthetic:
+        gen = torch.Generator().manual_seed(0)
+        vocab = min(len(tokenizer), 32000)
+        forget, retain = (
+            Seq(ids, torch.ones_like(ids), torch.ones_like(ids))
+            for ids in torch.randint(vocab, (2, size, tokens), generator=gen)
+        )
+        return StepBatch(0, 0, forget, retain)
     text = " ".join(load_corpus("qasplit:mmlu@all")[:4000])
     ids = tokenizer(text)["input_ids"]
     docs = [
@@ -70,7 +81,7 @@ def make_batch(tokenizer, tokens: int, size: int) -> SimpleNamespace:
     ]
     forget = document_batch(tokenizer, docs[:size], tokens)
     retain = document_batch(tokenizer, docs[size:], tokens)
-    return SimpleNamespace(forget=forget, retain=retain, refusal=None, corpus=0)
+    return StepBatch(0, 0, forget, retain)
 
 
 def setup(model, trainable, method_name, retain_loss, engineering):
@@ -88,7 +99,9 @@ def setup(model, trainable, method_name, retain_loss, engineering):
 
 def one_step(model, parts, batch, rna: bool, step: int) -> float:
     method, retain, passes, optimizer, split = parts
-    noise = Noise([7], 0.03, torch.Generator().manual_seed(step)) if rna else None
+    device = batch.forget.input_ids.device
+    noise = Noise([7], 0.03, torch.Generator(device).manual_seed(step)) if rna else None
+    _sync(device)
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     batch.forget.cache.clear()
@@ -97,17 +110,24 @@ def one_step(model, parts, batch, rna: bool, step: int) -> float:
         method, retain, passes, batch, 100.0, noise, split=split, run_forward=in_module
     )
     optimizer.step()
+    _sync(device)
     return time.perf_counter() - start
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def planned_peak(args, engineering: dict) -> int:
-    """What `rnacli plan` estimates for the same NPO+KL step on the CPU (tensor bytes)."""
+    """What `rnacli plan` estimates for the same NPO+KL step (tensor bytes: on CUDA without
+    the context and allocator allowance, which MemTracker does not see either)."""
     train = {RECIPE_KEYS[k]: v for k, v in engineering.items()}
     train["logits_chunk"] = train["logits_chunk"] or 0
     train["autocast"] = args.autocast
     recipe = recipe_from_dict(
         {
-            "model": {"name": args.model, "device": "cpu"},
+            "model": {"name": args.model, "device": args.device},
             "data": {
                 "forget": ["benchmark"],
                 "retain": "benchmark",
@@ -121,10 +141,11 @@ def planned_peak(args, engineering: dict) -> int:
         "train_step.toml",
     )
     config, source = model_config(args.model)
-    return estimate(recipe, architecture(config, source), device="cpu")["tensor_bytes"]
+    device = torch.device(args.device).type
+    return estimate(recipe, architecture(config, source), device=device)["tensor_bytes"]
 
 
-def peak_memory(model, trainable, batch, engineering) -> int:
+def peak_memory(model, trainable, batch, engineering, device: torch.device) -> int:
     """Peak bytes of all tensors during one NPO+KL step (model weights included; a deep-copied
     reference is created inside the measured step, so it counts)."""
     holder = {}
@@ -133,7 +154,7 @@ def peak_memory(model, trainable, batch, engineering) -> int:
         holder["parts"] = setup(model, trainable, "npo", "kl", engineering)
         one_step(model, holder["parts"], batch, rna=True, step=0)
 
-    peak = peak_tensor_bytes(work, model)["Total"]
+    peak = peak_tensor_bytes(work, model, device=device)["Total"]
     holder["parts"][2].ref_model = None
     return peak
 
@@ -146,20 +167,24 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--autocast", action="store_true", help="bf16 autocast (CPU)")
     parser.add_argument("--memory-only", action="store_true", help="skip the timings")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 there)")
+    parser.add_argument("--synthetic", action="store_true", help="random tokens, no data")
     args = parser.parse_args()
 
-    model, tokenizer = load_model(args.model, device="cpu")
+    model, tokenizer = load_model(args.model, device=args.device)
+    device = next(model.parameters()).device
     trainable = select_trainable(model, default_trainable(7))
-    batch = make_batch(tokenizer, args.tokens, args.batch)
+    batch = make_batch(tokenizer, args.tokens, args.batch, args.synthetic).to(device)
     print(
         f"{args.model}, batch {args.batch} x {args.tokens} tokens, {len(trainable)} trainable "
-        f"tensors, {torch.get_num_threads()} threads, autocast={args.autocast}"
+        f"tensors, {device} ({next(model.parameters()).dtype}), "
+        f"{torch.get_num_threads()} threads, autocast={args.autocast}"
     )
 
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.autocast)
     if not args.memory_only:
         timings(args, model, trainable, batch, autocast)
-    memory(args, model, trainable, batch, autocast)
+    memory(args, model, trainable, batch, autocast, device)
 
 
 def timings(args, model, trainable, batch, autocast) -> None:
@@ -191,7 +216,7 @@ def timings(args, model, trainable, batch, autocast) -> None:
         configs[name][0][2].ref_model = None  # free the copies before measuring memory
 
 
-def memory(args, model, trainable, batch, autocast) -> None:
+def memory(args, model, trainable, batch, autocast, device: torch.device) -> None:
     variants = {
         "ours": OURS,
         "ours, one backward": {**OURS, "split": False},
@@ -202,7 +227,7 @@ def memory(args, model, trainable, batch, autocast) -> None:
     print("NPO+KL step peak memory (all tensors, MemTracker) and rnacli plan's estimate:")
     for name, engineering in variants.items():
         with autocast:
-            peaks[name] = peak_memory(model, trainable, batch, engineering)
+            peaks[name] = peak_memory(model, trainable, batch, engineering, device)
         planned = planned_peak(args, engineering)
         print(
             f"  {name:24s} measured {peaks[name] / mib:6.0f} MiB   plan {planned / mib:6.0f} MiB "

@@ -145,9 +145,11 @@ def eval_cmd(
     force: Force = False,
 ) -> None:
     """Evaluate models on WMDP, MMLU and perturbed MMLU; print a table, write eval.json.
-    `--out DIR` merges into DIR/eval.json; one that rnacli did not write needs --force."""
+    `--out DIR` merges into DIR/eval.json; one that rnacli did not write needs --force.
+    Under `accelerate launch` (or torchrun) the questions are split over the processes."""
     from rnacli.data.perturb import keyword_sets
     from rnacli.data.sources import source_paths
+    from rnacli.distributed import init_processes
     from rnacli.evaluate.results import EVAL_FILE, is_eval_file, merge_eval
     from rnacli.evaluate.runner import InferenceNoise, evaluate_model
     from rnacli.evaluate.tasks import resolve_tasks
@@ -177,6 +179,7 @@ def eval_cmd(
     noise = None
     if inference_noise is not None:
         noise = InferenceNoise(inference_noise, _parse_layers(noise_layers), seed)
+    processes = init_processes()
     entries = [
         evaluate_model(
             spec,
@@ -189,9 +192,12 @@ def eval_cmd(
             load_in=load_in,
             noise=noise,
             extra={"limit": limit, "seed": seed},
+            processes=processes,
         )
         for spec in models
     ]
+    if not processes.main:
+        return
     stdout.print(eval_table(entries))
     if out is not None:
         stdout.print(f"wrote {merge_eval(out, entries, replace=replace)}")

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from rnacli.distributed import Processes
 from rnacli.evaluate.mcq import choice_loglikelihoods, evaluate_mcq
-from rnacli.evaluate.prompts import prompt, question_text
+from rnacli.evaluate.prompts import CONTINUATIONS, prompt, question_text
+from rnacli.evaluate.scoring import continuation_loglikelihoods, layout_stats
 from tests.conftest import qa_rows
 
 DESC = "The following are multiple choice questions (with answers) about {subject}.\n\n"
@@ -125,3 +127,140 @@ def test_a_continuation_without_a_token_is_a_clear_error(tiny):
     _, tok = tiny
     with pytest.raises(RnacliError, match=r"the continuation '' of 'Answer:' has no token"):
         encode_pair(tok, "Answer:", "")
+
+
+# -- how the rows are laid out: one per question, a shared prefix, packing, the fallbacks ------
+
+CLOZE_CONTEXTS = [
+    "What is the capital of France?",
+    "Viruses replicate inside",
+    "Computer security protects systems from",
+    "The river runs through the town and the market",
+]
+CLOZE_CHOICES = [
+    [" Paris", " London Berlin", " host cells", " Madrid"],
+    [" host cells", " the river", " Paris", " a kernel buffer"],
+    [" attacks and exploits", " music", " the", " gene protein cell"],
+    [" bridge", " winter garden", " paper table window", " 0 1 2"],
+]
+
+
+def _expected(model, tok, contexts, choices) -> np.ndarray:
+    return np.array(
+        [
+            [manual_loglikelihood(model, tok, c, k) for k in options]
+            for c, options in zip(contexts, choices, strict=True)
+        ]
+    )
+
+
+def test_one_row_per_question_with_a_shared_prefix(tiny):
+    """Letters: the description is computed once, each question is one row; cloze: each
+    question's choices branch off its context in one row. Values are lm-eval's."""
+    model, tok = tiny
+    letters = [prompt(r, DESC) for r in qa_rows(9)]
+    stats, plain = (
+        layout_stats(model, tok, letters, [list(CONTINUATIONS)] * 9, batch_size=3, share=s)
+        for s in (True, False)
+    )
+    assert stats.prefix >= 10  # "The following are multiple choice questions (with answers)..."
+    assert stats.tokens < plain.tokens - 9 * stats.prefix + 9  # every row saved the prefix
+
+    got = continuation_loglikelihoods(model, tok, CLOZE_CONTEXTS, CLOZE_CHOICES, batch_size=2)
+    np.testing.assert_allclose(got, _expected(model, tok, CLOZE_CONTEXTS, CLOZE_CHOICES), atol=1e-4)
+    tree, per_choice = (
+        layout_stats(model, tok, CLOZE_CONTEXTS, CLOZE_CHOICES, batch_size=2, share=s)
+        for s in (True, False)
+    )
+    assert tree.tokens - tree.padding < 0.5 * (per_choice.tokens - per_choice.padding)
+
+
+def test_length_buckets_cut_padding_and_keep_values(tiny, monkeypatch):
+    """A batch takes only rows within 10 % of its longest: less padding than plain sorted
+    batches of the same size, and the values do not depend on the batching."""
+    model, tok = tiny
+    records = qa_rows(12)
+    for i, r in enumerate(records):  # a few long questions, many short ones
+        r["question"] = " ".join(["the river town market"] * (1 + (i * i) // 8))
+    contexts = [prompt(r, DESC) for r in records]
+    conts = [list(CONTINUATIONS)] * len(records)
+    bucketed = layout_stats(model, tok, contexts, conts, batch_size=4)
+    got = continuation_loglikelihoods(model, tok, contexts, conts, batch_size=4)
+    monkeypatch.setattr("rnacli.evaluate.scoring.BUCKET", 0.0)  # plain sorted batches
+    plain = layout_stats(model, tok, contexts, conts, batch_size=4)
+    together = continuation_loglikelihoods(model, tok, contexts, conts, batch_size=4)
+    assert bucketed.padding < 0.5 * plain.padding
+    one_by_one = np.concatenate(
+        [continuation_loglikelihoods(model, tok, [c], conts[:1], batch_size=1) for c in contexts]
+    )
+    np.testing.assert_allclose(got, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+
+
+def test_eager_attention_gets_an_additive_mask(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert model.config._attn_implementation == "eager"
+    got = continuation_loglikelihoods(model.eval(), tok, CLOZE_CONTEXTS, CLOZE_CHOICES)
+    np.testing.assert_allclose(got, _expected(model, tok, CLOZE_CONTEXTS, CLOZE_CHOICES), atol=1e-4)
+
+
+def test_other_models_and_long_questions_take_lm_eval_layout(tiny, monkeypatch):
+    model, tok = tiny
+    # a question longer than the model's window: left-truncated as lm-eval truncates it
+    long_context = " ".join(["the river town market"] * 140)  # > 512 positions
+    contexts = [long_context, *CLOZE_CONTEXTS[:2]]
+    choices = [CLOZE_CHOICES[0], *CLOZE_CHOICES[:2]]
+    got = continuation_loglikelihoods(model, tok, contexts, choices, batch_size=2)
+    limit = model.config.max_position_embeddings
+    assert len(tok(long_context)["input_ids"]) > limit
+    for k, cont in enumerate(choices[0]):
+        ctx = tok(long_context)["input_ids"]
+        whole = tok(long_context + cont)["input_ids"]
+        tokens = (ctx + whole[len(ctx) :])[-(limit + 1) :]
+        n_cont = len(whole) - len(ctx)
+        with torch.no_grad():
+            logits = model(torch.tensor([tokens[:-1]])).logits[0]
+        lp = torch.log_softmax(logits.float(), -1)
+        first = len(tokens) - 1 - n_cont
+        expected = sum(lp[first + j, t].item() for j, t in enumerate(tokens[-n_cont:]))
+        assert got[0, k] == pytest.approx(expected, abs=1e-4)
+    np.testing.assert_allclose(got[1:], _expected(model, tok, contexts[1:], choices[1:]), atol=1e-4)
+    # an architecture outside PLAIN_DECODERS: one sequence per choice, nothing shared
+    monkeypatch.setattr(model.config, "model_type", "gpt2")
+    stats = layout_stats(model, tok, CLOZE_CONTEXTS, CLOZE_CHOICES)
+    assert stats.prefix == 0 and stats.tokens >= sum(
+        len(tok(c)["input_ids"]) * 4 for c in CLOZE_CONTEXTS
+    )
+    got = continuation_loglikelihoods(model, tok, CLOZE_CONTEXTS, CLOZE_CHOICES)
+    np.testing.assert_allclose(got, _expected(model, tok, CLOZE_CONTEXTS, CLOZE_CHOICES), atol=1e-4)
+
+
+class _Share(Processes):
+    """One process's view of a two-process run, without a process group: the gather returns
+    only its own values."""
+
+    def all_gather(self, obj):
+        return [obj]
+
+
+@pytest.mark.parametrize("cloze", [False, True])
+def test_each_process_scores_its_batches_and_the_shares_add_up(tiny, cloze):
+    model, tok = tiny
+    if cloze:
+        contexts, choices = CLOZE_CONTEXTS * 3, CLOZE_CHOICES * 3
+    else:
+        contexts = [prompt(r, DESC) for r in qa_rows(12)]
+        choices = [list(CONTINUATIONS)] * 12
+    whole = continuation_loglikelihoods(model, tok, contexts, choices, batch_size=2)
+    shares = [
+        continuation_loglikelihoods(
+            model, tok, contexts, choices, batch_size=2, processes=_Share(rank, 2)
+        )
+        for rank in (0, 1)
+    ]
+    assert all((s != 0).any() for s in shares)  # both did some of the work
+    assert not ((shares[0] != 0) & (shares[1] != 0)).any()  # and none twice
+    assert np.array_equal(shares[0] + shares[1], whole)  # bit for bit

@@ -301,12 +301,13 @@ def test_accelerate_configs_load_and_wrap_the_planned_decoder_layer():
     ddp = load_config_from_file("recipes/accelerate/ddp.yaml")
     fsdp = load_config_from_file("recipes/accelerate/fsdp.yaml")
     assert ddp.distributed_type == "MULTI_GPU"
-    assert (fsdp.distributed_type, fsdp.mixed_precision) == ("FSDP", "bf16")
+    # rnacli keeps fp32 master weights itself: accelerate's mixed precision stays off
+    assert (fsdp.distributed_type, fsdp.mixed_precision) == ("FSDP", "no")
     options = {o for action in launch_command_parser()._actions for o in action.option_strings}
     assert all(f"--{key}" in options for key in fsdp.fsdp_config), fsdp.fsdp_config
-    assert fsdp.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD"
-    assert fsdp.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
-    # With it, transformers loads weights on rank 0 only, which the loop (no FSDP) cannot use.
+    assert fsdp.fsdp_config["fsdp_version"] == 2  # rnacli/sharding.py uses FSDP2
+    assert fsdp.fsdp_config["fsdp_reshard_after_forward"] is True
+    # every process loads the model, then keeps its shard
     assert fsdp.fsdp_config["fsdp_cpu_ram_efficient_loading"] is False
     zephyr = plan("recipes/npo_kl_rna.toml", [], gpus=2, strategy="fsdp")
     assert fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == zephyr["decoder_layer"]

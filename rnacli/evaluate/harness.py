@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rnacli.atomic import write_jsonl, write_text
+from rnacli.distributed import SINGLE, Processes
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import MCQResult
 from rnacli.evaluate.metrics import accuracy, accuracy_stderr
@@ -82,8 +83,12 @@ def evaluate_with_lm_eval(
     tasks: Sequence[TaskDocs],
     *,
     batch_size: int = 8,
+    processes: Processes = SINGLE,
 ) -> dict[str, MCQResult]:
-    """Run `tasks` through lm-eval's HFLM; per-question predictions come from its samples."""
+    """Run `tasks` through lm-eval's HFLM; per-question predictions come from its samples.
+    With several `processes`, lm-eval's own data parallelism splits the questions (each
+    process builds the requests of its share and rank 0 gathers the samples); every process
+    returns rank 0's results."""
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
@@ -94,6 +99,16 @@ def evaluate_with_lm_eval(
     with tempfile.TemporaryDirectory(prefix="rnacli-lm-eval-") as tmp:
         names = {write_lm_eval_task(Path(tmp), t): t for t in tasks}
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        if processes.world > 1:
+            # HFLM sets up data parallelism only for models it loads itself; for ours, its
+            # documented "custom distributed integration": rank, world size and accelerator
+            from accelerate import Accelerator
+
+            lm._rank, lm._world_size, lm.accelerator = (
+                processes.rank,
+                processes.world,
+                Accelerator(),
+            )
         out = lm_eval.simple_evaluate(
             model=lm,
             tasks=list(names),
@@ -101,6 +116,10 @@ def evaluate_with_lm_eval(
             log_samples=True,
             bootstrap_iters=0,
         )
+    return processes.broadcast(_results(out, names) if processes.main else None)
+
+
+def _results(out: dict, names: dict[str, TaskDocs]) -> dict[str, MCQResult]:
     results = {}
     for name, task in names.items():
         samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])

@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rnacli.distributed import SINGLE, Processes, process_device
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import MCQResult, evaluate_mcq
 from rnacli.evaluate.results import EVAL_FILE, is_eval_file, merge_eval, model_entry, task_entry
@@ -31,8 +32,10 @@ def evaluate_tasks(
     *,
     backend: str = "native",
     batch_size: int = 4,
+    processes: Processes = SINGLE,
 ) -> dict[str, MCQResult]:
-    """Accuracy per task; both backends give the same per-question predictions."""
+    """Accuracy per task; both backends give the same per-question predictions. With several
+    `processes`, each scores a share of the questions and all return the whole result."""
     if backend == "native":
         return {
             t.name: evaluate_mcq(
@@ -43,13 +46,16 @@ def evaluate_tasks(
                 batch_size=batch_size,
                 label=t.name,
                 scoring=t.scoring,
+                processes=processes,
             )
             for t in tasks
         }
     if backend == "lm-eval":
         from rnacli.evaluate.harness import evaluate_with_lm_eval
 
-        return evaluate_with_lm_eval(model, tokenizer, tasks, batch_size=batch_size)
+        return evaluate_with_lm_eval(
+            model, tokenizer, tasks, batch_size=batch_size, processes=processes
+        )
     raise RnacliError(f"unknown backend '{backend}' (expected {' or '.join(BACKENDS)})")
 
 
@@ -89,20 +95,30 @@ def evaluate_model(
     load_in: str | None = None,
     noise: InferenceNoise | None = None,
     extra: dict[str, Any] | None = None,
+    processes: Processes = SINGLE,
 ) -> dict[str, Any]:
     """Load `spec`, evaluate it on `tasks`, return its eval.json entry. A run folder evaluated
-    without inference noise also gets the entry merged into its own eval.json."""
+    without inference noise also gets the entry merged into its own eval.json (by the main
+    process). Under a launcher each process loads the model on its own device and scores a
+    share of the questions."""
     label = model_label(spec) + (f"+{noise.label()}" if noise else "")
     own = Path(spec) / EVAL_FILE
     if is_run_dir(Path(spec)) and own.exists() and not is_eval_file(own):
         # found now, not after the evaluation: its results are merged into this file
         raise RnacliError(f"{own}: not an eval.json rnacli wrote (damaged?); move it away")
-    console.print(f"[bold]{label}[/]: loading")
+    if processes.main:
+        console.print(f"[bold]{label}[/]: loading")
     model, tokenizer = load_model(
-        spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code, load_in=load_in
+        spec,
+        dtype=dtype,
+        device=process_device(device),
+        trust_remote_code=trust_remote_code,
+        load_in=load_in,
     )
     with noise.context(model) if noise else nullcontext():
-        results = evaluate_tasks(model, tokenizer, tasks, backend=backend, batch_size=batch_size)
+        results = evaluate_tasks(
+            model, tokenizer, tasks, backend=backend, batch_size=batch_size, processes=processes
+        )
     entry = model_entry(
         spec,
         label,
@@ -111,6 +127,6 @@ def evaluate_model(
         **(extra or {}),
         **({"inference_noise": vars(noise)} if noise else {}),
     )
-    if is_run_dir(Path(spec)) and noise is None:
+    if is_run_dir(Path(spec)) and noise is None and processes.main:
         merge_eval(Path(spec), [entry])
     return entry
