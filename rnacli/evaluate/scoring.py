@@ -147,10 +147,10 @@ def _strip(row: _Row, n: int) -> None:
 BUCKET = 0.9  # a batch takes rows of at least this share of its longest row's length
 
 
-def _batches(rows: list[_Row], batch_size: int) -> list[list[_Row]]:
+def _batches(rows: list[_Row], batch_size: int, bucket: float) -> list[list[_Row]]:
     """Batches of at most batch_size rows, longest first (as lm-eval: the first batch shows at
-    once whether memory suffices), each within one length bucket. Tree and plain rows (which
-    take another mask) batch apart."""
+    once whether memory suffices), each within one length bucket (`bucket` = 0: plain sorted
+    batches, as lm-eval makes them). Tree and plain rows (another mask) batch apart."""
     order = sorted(range(len(rows)), key=lambda i: (not rows[i].tree, -len(rows[i].tokens), i))
     batches: list[list[_Row]] = []
     for row in (rows[i] for i in order):
@@ -159,7 +159,7 @@ def _batches(rows: list[_Row], batch_size: int) -> list[list[_Row]]:
             last is None
             or len(last) == batch_size
             or last[0].tree != row.tree
-            or len(row.tokens) < BUCKET * len(last[0].tokens)
+            or len(row.tokens) < bucket * len(last[0].tokens)
         ):
             batches.append([row])
         else:
@@ -260,7 +260,7 @@ def _plan(
     batch_size: int,
     share: bool = True,
 ) -> tuple[list[int], list[list[_Row]]]:
-    """(shared prefix tokens, batches). `share=False`: lm-eval's layout, nothing shared."""
+    """(shared prefix tokens, batches). `share=False`: lm-eval's layout and batches."""
     n_choices = len(continuations[0]) if continuations else 0
     if any(len(c) != n_choices for c in continuations):
         raise ValueError("every context needs the same number of continuations")
@@ -270,7 +270,7 @@ def _plan(
     for r in rows:
         if r.tree and prefix:
             _strip(r, len(prefix))
-    return prefix, _batches(rows, batch_size)
+    return prefix, _batches(rows, batch_size, BUCKET if share else 0.0)
 
 
 def _count(stats: ScoringStats, batch: list[_Row]) -> None:
