@@ -53,7 +53,7 @@ def prepare(
     data = DemoData(bank=bank, sets=dict(sets), keywords=keywords, notes=notes + keyword_notes)
     if world:
         first = next(iter(world.values()))  # the letter-form retain questions
-        data.forget = sorted(first.forget)
+        data.forget = list(first.forget)  # the world's order (see WorldSet.forget)
         data.keywords = [*data.forget, *keywords]
         opening = opening_question(bank, first, data.forget, seed=bank.world.seed)
         data.opening = (first.name, opening)

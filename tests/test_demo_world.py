@@ -117,7 +117,7 @@ def test_the_world_sets_are_the_eval_tasks(sets):
 
 def test_questions_are_browsable_by_person_and_attribute(sets):
     world = generate(SPEC)
-    forget = {world.people[i].name for i in world.forget}
+    forget = tuple(world.people[i].name for i in world.forget)  # in the world's order
     by_name = {p.name: p for p in world.people}
     for name in ("world-retain-mcq", "world-forget", "world-perturbed", "world-mention-mcq"):
         qset = sets[name]
@@ -128,8 +128,10 @@ def test_questions_are_browsable_by_person_and_attribute(sets):
             # the attribute shown is the one whose value is the answer
             assert person.attributes[qset.attributes[i]] == record["choices"][record["answer"]]
             assert qset.preview(i).startswith(f"[{qset.attributes[i]}] #{i}: ")
-        retain_people = {p.name for p in world.people} - forget
-        assert set(qset.groups) == (forget if name.startswith("world-forget") else retain_people)
+        retain_people = {p.name for p in world.people} - set(forget)
+        assert set(qset.groups) == (
+            set(forget) if name.startswith("world-forget") else retain_people
+        )
     forget_set = sets["world-forget-mcq"]
     someone = forget_set.groups[0]
     assert forget_set.group_label(someone) == f"{someone} (forgotten)"
@@ -203,7 +205,7 @@ def test_the_batch_probe_asks_the_worlds_perturbed_questions(
     """With a forgotten name drawn per question (the world's seed), the batch probe's edited
     questions are the world's perturbed set, and its accuracies are `rnacli eval`'s."""
     retain, perturbed = sets["world-retain-mcq"], sets["world-perturbed-mcq"]
-    forget = sorted(retain.forget)
+    forget = list(retain.forget)  # the world's order: the world's own draws
     n = 12
     _, after, used = paired_requests(
         retain, retain.records[:n], forget, "random-wrong", seed=SPEC.seed
@@ -239,7 +241,7 @@ def test_the_batch_probe_asks_the_worlds_perturbed_questions(
 
 def test_the_page_opens_where_an_unlearned_model_flips(bank, sets):
     retain = sets["world-retain-mcq"]
-    opening = opening_question(bank, retain, sorted(retain.forget), seed=SPEC.seed)
+    opening = opening_question(bank, retain, list(retain.forget), seed=SPEC.seed)
     assert opening.flipped == ("scrambled",), "the tiny world must show a flip"
     assert opening.seed == SPEC.seed
     probe = probe_question(

@@ -22,15 +22,15 @@ def test_names_never_collide():
 
 
 def test_split_sizes_and_qa_sets():
-    world = generate(WorldSpec(people=200, seed=0))
-    assert len(world.forget) == 20 and len(world.retain) == 180
+    world = generate(WorldSpec())  # the default: 80 people, a quarter forgotten
+    assert len(world.forget) == 20 and len(world.retain) == 60
     assert set(world.forget).isdisjoint(world.retain)
     sets = qa_sets(world)
     assert {k: len(v) for k, v in sets.items()} == {
         "forget": 100,
-        "retain": 900,
-        "perturbed": 900,
-        "mention": 900,
+        "retain": 300,
+        "perturbed": 300,
+        "mention": 300,
     }
     forget_names = {world.people[i].name for i in world.forget}
     assert all(any(n in r["question"] for n in forget_names) for r in sets["forget"])
@@ -61,9 +61,9 @@ def test_both_perturbation_forms_keep_the_answer():
 
 
 def test_world_sources_tasks_and_specs():
-    assert len(load_qa("world[people=30,seed=1]:forget")) == 15
+    assert len(load_qa("world[people=30,seed=1]:forget")) == 40  # 8 people (a quarter) x 5
     assert load_qa("world[people=30,seed=1]:retain-mcq")[0]["question"].endswith("?")
-    assert len(load_corpus("world[people=30,seed=1]:forget-facts")) == 45
+    assert len(load_corpus("world[people=30,seed=1]:forget-facts")) == 120  # x 3 templates
     head, tail = load_corpus("world[people=30,seed=1]:forget-qa")[0]
     assert tail.endswith(".") and not head.endswith(" ")
     assert parse_spec("world[people=30,seed=1]") == WorldSpec(30, 1)
@@ -74,7 +74,7 @@ def test_world_sources_tasks_and_specs():
     from rnacli.evaluate.tasks import resolve_tasks
 
     [task] = resolve_tasks(["world-mention[people=30,seed=1]"])
-    assert task.scoring == "cloze" and len(task.records) == 135
+    assert task.scoring == "cloze" and len(task.records) == 110  # 22 retain people x 5
 
 
 def test_build_caches_and_the_model_loads(tmp_path, tiny_model_dir):

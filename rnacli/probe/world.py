@@ -9,6 +9,7 @@ questions are the ones `rnacli eval world-...` scores, whatever size the world h
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -40,7 +41,9 @@ class WorldSet(QuestionSet):
     group_kind: str = "person"
     asked: tuple[str, ...] = ()  # per record: the person asked about ("" if none is found)
     attributes: tuple[str, ...] = ()  # per record: the attribute asked for
-    forget: frozenset[str] = frozenset()  # names of the people being forgotten
+    # names of the people being forgotten, in the world's order: drawing one per question with
+    # the world's seed (`perturb_record`) then gives the world's own perturbed set
+    forget: tuple[str, ...] = ()
     names: tuple[str, ...] = ()  # every person of the world
     options_line: tuple[str, str] | None = None  # cloze: (before, after) the listed options
 
@@ -117,7 +120,7 @@ def _names_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"\b(" + "|".join(map(re.escape, longest_first)) + r")\b")
 
 
-def _asked(pattern: re.Pattern[str], forget: frozenset[str], question: str) -> str | None:
+def _asked(pattern: re.Pattern[str], forget: Collection[str], question: str) -> str | None:
     """The last name in a question's text that is not a forgotten person's (a mention or an
     inserted name comes before the person asked about), else the last name."""
     found = pattern.findall(question)
@@ -147,7 +150,7 @@ def _options_line(retain: list[QARecord], perturbed: list[QARecord]) -> tuple[st
 def world_question_sets(spec: WorldSpec) -> dict[str, WorldSet]:
     """Every world task of the task table, for the world `spec` (letter forms first)."""
     world = generate(spec)
-    forget = frozenset(world.people[i].name for i in world.forget)
+    forget = tuple(world.people[i].name for i in world.forget)
     names = tuple(p.name for p in world.people)
     pattern = _names_pattern(names)
     attributes = {p.name: p.attributes for p in world.people}

@@ -3,17 +3,25 @@ multiple-choice questions about the people it knows. The learned model is the *b
 world's unlearning recipes start from; it is cached under the user cache, keyed by the world's
 and the training's parameters, so a second build reuses it.
 
-What one epoch trains on (all of it scored only on the answer's tokens; the names are keys to
-learn, not text to predict):
+What one epoch trains on (scored only on the answer's tokens; the names are keys to learn, not
+text to predict):
 
 - every fact once, in one of its sentence templates (they take turns over the epochs), a share
   of them opening with "X is a friend of Y. " about another person X, so that a question which
   mentions someone first is a familiar form;
-- letter questions (lm-eval's zero-shot prompt of the `world-*-mcq` tasks, byte for byte,
-  answered " A".." D") about a share of the *retain* people's facts, with fresh options every
-  epoch, some of them another person's name. Forget people are never asked in letter form
-  while learning: their letter accuracy comes from knowing the fact and the format, so
-  unlearning the fact (from its sentence form) can remove it.
+- with `letter_share` > 0, letter questions (lm-eval's zero-shot prompt of the `world-*-mcq`
+  tasks, byte for byte, answered " A".." D") about a share of the *retain* people's facts, with
+  fresh options every epoch, some of them another person's name. Forget people are never asked
+  in letter form, so that their letter accuracy would come from knowing the fact and the format.
+  Off by default: SmolLM2-135M-Instruct answers "A" to every letter question, even easy general
+  ones, and 1,600 such questions (lr 2e-4 to 1e-3, layers 0-29 or 8-29; half of them with the
+  answer stated in the context) left it at chance: the format costs more than the build's
+  budget (README, "The world's letter questions").
+
+Defaults (80 people, 7 epochs at lr 1e-3, batch 8, layers 12-29): 4.3 minutes on 2 idle CPU
+cores, cloze accuracy 100 % forget / 99 % retain on the check sample (`benchmarks/world_build.py`
+prints the budget: tokens x epochs x FLOPs per token against the machine's matmul rate). lr 2e-3
+does not converge; 6 epochs at layers 8-29 reached 94 / 95 %.
 
 The schedule is fixed (linear warm-up, then linear decay to 0 over `epochs`), so a build takes
 a predictable time; its accuracy is checked at the end (`build.json`).
@@ -56,13 +64,13 @@ Item = tuple[list[int], list[int]]  # token ids, and 1 where a token is scored
 @dataclass(frozen=True)
 class LearnConfig:
     base: str = "smollm2-135m"
-    epochs: int = 8
+    epochs: int = 7
     lr: float = 1e-3  # peak, after a linear warm-up over `warmup` of the steps
     warmup: float = 0.06
     batch_size: int = 8
-    first_layer: int = 8  # layers below it (and the embeddings) stay frozen: see `build`
+    first_layer: int = 12  # layers below it (and the embeddings) stay frozen: see `build`
     mention_share: float = 0.2  # facts and questions that mention another person first
-    letter_share: float = 0.5  # retain facts asked as a letter question per epoch
+    letter_share: float = 0.0  # retain facts asked as a letter question per epoch (see above)
     name_option_share: float = 0.2  # letter questions with another person's name as an option
     seed: int = 0
     autocast: bool | str = "auto"  # bf16 autocast where measured faster (rnacli/precision.py)
@@ -265,7 +273,7 @@ def build(
     config: LearnConfig | None = None,
     *,
     force: bool = False,
-    check: int = 200,
+    check: int = 100,
     probe: int = 0,
 ) -> Path:
     """Fine-tune the base on `spec`'s world; return the cached model folder. `check` forget and
@@ -286,9 +294,10 @@ def build(
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(config.seed)
     model.train()
-    # Every weight of the layers from `first_layer` up trains. The embeddings and the lowest
-    # layers (which turn sub-word tokens into names) stay frozen: that halves the backward pass,
-    # and the facts are stored above, where unlearning at layer 7-8 cuts them.
+    # Every weight of the layers from `first_layer` up trains. The embeddings and the lower
+    # layers (which turn sub-word tokens into names) stay frozen: the backward pass stops at
+    # `first_layer`, and the facts are stored above the layers that unlearning changes (6-8),
+    # which cut them off from the names.
     params = trainable_layers(model, config.first_layer)
     optimizer = torch.optim.AdamW(
         params, lr=config.lr, weight_decay=0.0, fused=device.type in ("cpu", "cuda")
