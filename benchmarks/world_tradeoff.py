@@ -1,104 +1,213 @@
-"""Does RNA buy robustness beyond what weaker unlearning buys? On the fictional world:
+"""Does RNA buy robustness beyond what weaker unlearning buys? On the fictional world, at matched
+forgetting:
 
-    python benchmarks/world_tradeoff.py [--method rmu] [--steps 75,100,150] [--nu 16,64]
+    python benchmarks/world_tradeoff.py --methods rmu,adaptive_rmu,rsv --seeds 0,1,2,3,4 \\
+        --steps 75,100,150 --variants reference@8:r1,reference@8:r4,model@5:r0.1,model@5:r0.3
 
-RNA's noise can make unlearning weaker (AdamW turns the extra gradient variance into smaller
-steps), and weaker unlearning is less fragile by itself. So compare RNA with the plain method at
-the *same forgetting*: train the plain recipe for several step counts (its trade-off curve) and
-the RNA recipe at several noise scales, over seeds; evaluate forget (all), retain (100) and the
-two perturbed sets (`--limit` questions each); print mean +- std per point and, for each RNA
-point, the plain curve's accuracy at the same forget accuracy (linear interpolation of the seed
-means): a positive gain is robustness that weaker forgetting does not explain. Plots both
-perturbed forms against forget accuracy to runs/world_tradeoff/<method>/tradeoff.png.
+RNA's noise can make unlearning weaker (AdamW turns extra gradient variance into smaller steps),
+and weaker unlearning is less fragile by itself. So each RNA point is compared with the plain
+method at the *same forget accuracy*: the plain recipe trained for several step counts gives the
+forgetting curve, and an RNA point's gain is its accuracy on a retain-side task minus the curve's
+(linear interpolation; rnacli.evaluate.metrics.matched_gain), with a 95 % bootstrap interval that
+resamples seeds and questions together. Also printed: the paper's recovery rate (eq. 15) against
+the plain run of the same step count, which mixes robustness with weaker forgetting.
+
+A variant is SIDE@LAYER:SCALE: `rna.side` (reference = Algorithm 1, model = Assumption 5.1),
+`rna.layers`, and `rna.noise_scale` (`r0.3`: relative, 0.3 x the layer's median per-token mean
+of z^2; `16`: absolute variance). The world recipes train down_proj of layers 6-8 (unlearn
+layer 8), so model@5 puts the noise below the trained layers.
+
+Every (method, point, seed) is one run under runs/world_tradeoff/<method>/; finished runs and
+evaluations are reused, so an interrupted grid resumes and a larger grid extends a smaller one.
+A line per run tracks the grid (done, elapsed, eta). Writes summary.json and tradeoff.png (mean
+± std over seeds per point, both retain-side perturbations against forget accuracy) per method.
+Letter questions are not scored: SmolLM2-135M answers them at chance even about the world it
+learned (rnacli/world/learn.py), so only the cloze sets carry signal.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from world_effect import PERTURBED, RECIPES, TASKS, accuracies, evaluated, trained
+from world_effect import RECIPES, evaluated, trained
 
 from rnacli.atomic import write_json
+from rnacli.evaluate.metrics import matched_gain, matched_gain_interval, recovery_rate
 from rnacli.evaluate.results import EVAL_FILE, merge_eval
 from rnacli.evaluate.runner import evaluate_model
 from rnacli.evaluate.tasks import resolve_tasks
+from rnacli.progress import console, out
+
+FORGET, RETAIN = "world-forget", "world-retain"
+PERTURBED = ("world-perturbed", "world-mention")
+TASKS = (FORGET, RETAIN, *PERTURBED)
 
 
-def points(method: str, steps: list[int], nus: list[float], seeds: list[int], root: Path, tasks):
-    """{label: [accuracies per seed]} for the plain recipe at each step count, then RNA at each
-    noise scale (at the RNA recipe's own steps)."""
-    variants = [(f"steps {s}", f"{method}.toml", [f"train.steps={s}"]) for s in steps]
-    variants += [(f"nu {n:g}", f"{method}_rna.toml", [f"rna.noise_scale={n}"]) for n in nus]
-    found = {}
-    for label, recipe, overrides in variants:
-        found[label] = [
-            accuracies(
-                evaluated(
-                    trained(
-                        RECIPES / recipe,
-                        root / label.replace(" ", "") / f"seed{seed}",
-                        [f"train.seed={seed}", *overrides],
-                    ),
-                    tasks,
-                )
-            )
-            for seed in seeds
+class Point(NamedTuple):
+    label: str  # "steps 100" or "model@5:r0.3"
+    recipe: str  # file name in recipes/world/
+    overrides: tuple[str, ...]
+
+
+def parse_variant(text: str) -> Point:
+    """'model@5:r0.3' -> the RNA recipe with rna.side, rna.layers, rna.noise_scale, rna.scale."""
+    try:
+        side, rest = text.split("@")
+        layer, scale = rest.split(":")
+        relative = scale.startswith("r")
+        nu = float(scale[1:] if relative else scale)
+        int(layer)
+    except ValueError:
+        raise SystemExit(
+            f"--variants: '{text}' is not SIDE@LAYER:SCALE (e.g. model@5:r0.3 or reference@8:16)"
+        ) from None
+    if side not in ("reference", "model"):
+        raise SystemExit(f"--variants: '{text}': the side is 'reference' or 'model'")
+    return Point(
+        text,
+        "",
+        (
+            f"rna.side={side}",
+            f"rna.layers={layer}",
+            f"rna.noise_scale={nu}",
+            f"rna.scale={'relative' if relative else 'absolute'}",
+        ),
+    )
+
+
+def grid(method: str, steps: list[int], variants: list[str]) -> list[Point]:
+    points = [Point(f"steps {s}", f"{method}.toml", (f"train.steps={s}",)) for s in steps]
+    for text in variants:
+        point = parse_variant(text)
+        points.append(point._replace(recipe=f"{method}_rna.toml"))
+    return points
+
+
+def folder(point: Point) -> str:
+    return point.label.replace(" ", "").replace("@", "_l").replace(":", "_")
+
+
+def correct_matrix(runs: list[dict], task: str) -> np.ndarray:
+    """[seeds, questions] of bools for one point and task (questions in the same order)."""
+    first = runs[0][task]["indices"]
+    for run in runs:
+        if run[task]["indices"] != first:
+            raise SystemExit(f"{task}: runs answered different questions (another --limit?)")
+    return np.array([run[task]["correct"] for run in runs], dtype=bool)
+
+
+def summarize(method: str, points: list[Point], found: dict, base: dict, steps_of_rna: int):
+    """Print the table for one method; return the summary dict."""
+    acc = {p.label: {t: correct_matrix(found[p.label], t) for t in TASKS} for p in points}
+    plain = [p.label for p in points if p.label.startswith("steps")]
+    twin = f"steps {steps_of_rna}"
+    rows, summary = [], {"base": base, "points": {}}
+    for p in points:
+        m = acc[p.label]
+        entry = {
+            t: {
+                "mean": float(m[t].mean()),
+                "std_over_seeds": float(m[t].mean(axis=1).std(ddof=1)) if len(m[t]) > 1 else 0.0,
+            }
+            for t in TASKS
+        }
+        cells = [p.label] + [
+            f"{100 * entry[t]['mean']:.1f} ± {100 * entry[t]['std_over_seeds']:.1f}" for t in TASKS
         ]
-    return found
+        if p.label not in plain:
+            for t in PERTURBED:
+                gain = matched_gain(
+                    [acc[q][FORGET].mean() for q in plain],
+                    [acc[q][t].mean() for q in plain],
+                    m[FORGET].mean(),
+                    m[t].mean(),
+                )
+                low, high, off = matched_gain_interval(
+                    [acc[q][FORGET] for q in plain],
+                    [acc[q][t] for q in plain],
+                    m[FORGET],
+                    m[t],
+                )
+                entry[t]["matched_gain"] = {"gain": gain, "low": low, "high": high, "off": off}
+                cells.append(
+                    "off the curve"
+                    if gain != gain
+                    else f"{100 * gain:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+                )
+            for t in PERTURBED:
+                recovery = (
+                    recovery_rate(base[t], acc[twin][t].mean(), m[t].mean())
+                    if twin in acc
+                    else float("nan")
+                )
+                entry[t]["recovery_vs_same_steps"] = recovery
+                cells.append("n/a" if recovery != recovery else f"{100 * recovery:+.0f} %")
+            retain_gain = m[RETAIN].mean() - acc[twin][RETAIN].mean() if twin in acc else np.nan
+            cells.append("n/a" if retain_gain != retain_gain else f"{100 * retain_gain:+.1f}")
+        summary["points"][p.label] = entry
+        rows.append(cells)
+    header = [
+        "point",
+        *(t.removeprefix("world-") for t in TASKS),
+        *(f"{t.removeprefix('world-')} gain at same forget [95% CI]" for t in PERTURBED),
+        *(f"{t.removeprefix('world-')} recovery vs {twin}" for t in PERTURBED),
+        f"retain vs {twin}",
+    ]
+    from rich.table import Table
+
+    table = Table(title=f"{method}: accuracy (%) mean ± std over seeds; gains in points")
+    for h in header:
+        table.add_column(h, justify="right")
+    for cells in rows:
+        table.add_row(*cells, *[""] * (len(header) - len(cells)))
+    out.print(table)
+    return summary
 
 
-def means(rows: list[dict]) -> dict[str, float]:
-    return {t: statistics.mean(r[t] for r in rows) for t in rows[0]}
-
-
-def matched_gain(plain: dict[str, dict], point: dict, task: str) -> float:
-    """`point`'s accuracy on `task` minus the plain curve's at the same forget accuracy (nan
-    outside the curve's range: no plain run forgot that little or that much)."""
-    xs = np.array([m["world-forget"] for m in plain.values()])
-    ys = np.array([m[task] for m in plain.values()])
-    order = np.argsort(xs)
-    x = point["world-forget"]
-    if not xs.min() <= x <= xs.max():
-        return float("nan")
-    return point[task] - float(np.interp(x, xs[order], ys[order]))
-
-
-def plot(found: dict, base: dict, method: str, path: Path) -> None:
+def plot(method: str, summary: dict, base: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PERTURBED), figsize=(10, 4.2), sharey=True)
+    points = summary["points"]
+    fig, axes = plt.subplots(1, len(PERTURBED), figsize=(11, 4.4), sharey=True)
     for ax, task in zip(axes, PERTURBED, strict=True):
-        for kind, color in (("steps", "tab:red"), ("nu", "tab:blue")):
-            labels = [k for k in found if k.startswith(kind)]
-            xs = [100 * means(found[k])["world-forget"] for k in labels]
-            ys = [100 * means(found[k])[task] for k in labels]
-            errs = [
-                100 * statistics.stdev(r[task] for r in found[k]) if len(found[k]) > 1 else 0
-                for k in labels
-            ]
-            name = f"{method}, plain (by steps)" if kind == "steps" else f"{method} + RNA (by nu)"
-            ax.errorbar(xs, ys, yerr=errs, color=color, marker="o", capsize=3, label=name)
-            for x, y, k in zip(xs, ys, labels, strict=True):
-                ax.annotate(k, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.scatter(
-            [100 * base["world-forget"]],
-            [100 * base[task]],
-            marker="*",
-            s=120,
-            color="black",
-            label="learned base",
+        plain = sorted(
+            (k for k in points if k.startswith("steps")), key=lambda k: points[k][FORGET]["mean"]
         )
+        xs = [100 * points[k][FORGET]["mean"] for k in plain]
+        ys = [100 * points[k][task]["mean"] for k in plain]
+        es = [100 * points[k][task]["std_over_seeds"] for k in plain]
+        ax.errorbar(xs, ys, yerr=es, color="tab:red", marker="o", capsize=3, label="plain")
+        for x, y, k in zip(xs, ys, plain, strict=True):
+            ax.annotate(k, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        for k, color in zip(
+            (k for k in points if not k.startswith("steps")),
+            plt.cm.tab10(np.linspace(0, 1, 10))[[0, 2, 4, 6, 8, 9, 1, 3]],
+            strict=False,
+        ):
+            ax.errorbar(
+                [100 * points[k][FORGET]["mean"]],
+                [100 * points[k][task]["mean"]],
+                yerr=[100 * points[k][task]["std_over_seeds"]],
+                color=color,
+                marker="s",
+                capsize=3,
+                linestyle="none",
+                label=f"RNA {k}",
+            )
+        ax.scatter([100 * base[FORGET]], [100 * base[task]], marker="*", s=120, color="black")
+        ax.annotate("learned base", (100 * base[FORGET], 100 * base[task]), fontsize=7)
         ax.set_title(task)
         ax.set_xlabel("forget accuracy (%)  <- forgets more")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy on the perturbed retain questions (%)")
-    axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[-1].legend(loc="lower right", fontsize=7)
     fig.suptitle(f"{method} on the fictional world: robustness vs forgetting (mean ± std, seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,55 +217,70 @@ def plot(found: dict, base: dict, method: str, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="rmu")
+    parser.add_argument("--methods", default="rmu", help="world recipes, e.g. rmu,adaptive_rmu,rsv")
     parser.add_argument("--steps", default="75,100,150", help="plain recipe's step counts")
-    parser.add_argument("--nu", default="16,64", help="RNA noise scales")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--variants",
+        default="reference@8:r1,reference@8:r4,model@5:r0.1,model@5:r0.3",
+        help="RNA points, SIDE@LAYER:SCALE (rN relative, N absolute)",
+    )
+    parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--limit", type=int, default=300, help="questions per perturbed set")
+    parser.add_argument("--retain-limit", type=int, default=150, help="plain retain questions")
     parser.add_argument("--root", type=Path, default=Path("runs/world_tradeoff"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    root = args.root / args.method
+    steps = [int(s) for s in args.steps.split(",")]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for method in methods:
+        for name in (f"{method}.toml", f"{method}_rna.toml"):
+            if not (RECIPES / name).exists():
+                raise SystemExit(f"--methods: no recipe recipes/world/{name}")
 
     tasks = (
-        resolve_tasks(["world-forget"])
-        + resolve_tasks(["world-retain"], limit=100)
+        resolve_tasks([FORGET])
+        + resolve_tasks([RETAIN], limit=args.retain_limit)
         + resolve_tasks(list(PERTURBED), limit=args.limit)
     )
     base_dir = args.root / "base"
     if not (base_dir / EVAL_FILE).exists():
         merge_eval(base_dir, [evaluate_model("world", tasks, batch_size=32)])
-    base = accuracies(evaluated(base_dir, tasks))
-    found = points(
-        args.method,
-        [int(s) for s in args.steps.split(",")],
-        [float(n) for n in args.nu.split(",")],
-        seeds,
-        root,
-        tasks,
+    base = {t: r["acc"] for t, r in evaluated(base_dir, tasks).items()}
+
+    plan = [(m, p, s) for m in methods for p in grid(m, steps, variants) for s in seeds]
+    found: dict[str, dict[str, list[dict]]] = {m: {} for m in methods}
+    start = time.monotonic()
+    for i, (method, point, seed) in enumerate(plan):
+        run_dir = args.root / method / folder(point) / f"seed{seed}"
+        fresh = not (run_dir / EVAL_FILE).exists()
+        run = evaluated(
+            trained(RECIPES / point.recipe, run_dir, [f"train.seed={seed}", *point.overrides]),
+            tasks,
+        )
+        found[method].setdefault(point.label, []).append(run)
+        elapsed = time.monotonic() - start
+        eta = elapsed / (i + 1) * (len(plan) - i - 1)
+        console.print(
+            f"grid: {i + 1}/{len(plan)} ({elapsed / 60:.0f} min, eta {eta / 60:.0f} min) "
+            f"{method} {point.label} seed {seed}: {'ran' if fresh else 'reused'}; "
+            + ", ".join(f"{t.removeprefix('world-')} {100 * run[t]['acc']:.1f}" for t in TASKS)
+        )
+
+    from rnacli.recipe import load_recipe
+
+    for method in methods:
+        points = grid(method, steps, variants)
+        rna_steps = load_recipe(RECIPES / f"{method}_rna.toml").train.steps
+        summary = summarize(method, points, found[method], base, rna_steps)
+        summary["seeds"] = seeds
+        summary["limit"] = args.limit
+        write_json(args.root / method / "summary.json", summary)
+        plot(method, summary, base, args.root / method / "tradeoff.png")
+        out.print(f"wrote {args.root / method / 'summary.json'} and tradeoff.png")
+    out.print(
+        "base: " + ", ".join(f"{t} {100 * base[t]:.1f}" for t in TASKS) + f"; {len(seeds)} seeds"
     )
-    plain = {k: means(v) for k, v in found.items() if k.startswith("steps")}
-    print(
-        f"{args.method}, {len(seeds)} seeds, mean ± std (%); base: "
-        + ", ".join(f"{t} {100 * base[t]:.1f}" for t in TASKS)
-    )
-    header = ["point", *TASKS] + [f"gain {t} at same forget" for t in PERTURBED]
-    print(" | ".join(header))
-    summary = {"base": base, "points": found, "gains": {}}
-    for label, rows in found.items():
-        cells = [label]
-        for t in TASKS:
-            values = [100 * r[t] for r in rows]
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.1f} ± {std:.1f}")
-        if label.startswith("nu"):
-            gains = {t: matched_gain(plain, means(rows), t) for t in PERTURBED}
-            summary["gains"][label] = gains
-            cells += [f"{100 * g:+.1f}" if g == g else "off the curve" for g in gains.values()]
-        print(" | ".join(cells))
-    write_json(root / "summary.json", summary)
-    plot(found, base, args.method, root / "tradeoff.png")
-    print(f"wrote {root / 'summary.json'} and {root / 'tradeoff.png'}")
 
 
 if __name__ == "__main__":

@@ -312,10 +312,10 @@ def world(key: str, rna: bool) -> str:
     ]
     lines = [
         f"# {name}{' with RNA' if rna else ''} on the fictional world (`rnacli world build`): the",
-        "# embedded SmolLM2-135M first learns 200 made-up people, then forgets 20 of them. A few",
+        "# embedded SmolLM2-135M first learns 80 made-up people, then forgets 20 of them. A few",
         "# minutes on 2 CPU cores. Hyperparameters chosen by sweeps on the world (see how below).",
         *(f"# {line}" for line in how),
-        f'description = "{name}{" + RNA" if rna else ""}: forget 20 of 200 fictional people"',
+        f'description = "{name}{" + RNA" if rna else ""}: forget 20 of 80 fictional people"',
         "",
         "[model]",
         'name = "world"',

@@ -296,7 +296,7 @@ def test_rnacli_demo_serves_the_quickstart_runs(monkeypatch, capsys, tmp_path, w
 def test_make_quickstart_trains_the_list_and_ends_with_the_demo():
     """The Makefile reads the same list, installs what the demo needs and prints its command."""
     out = subprocess.run(
-        ["make", "-n", "quickstart", "VENV=/nonexistent/venv"],
+        ["make", "-n", "--no-print-directory", "quickstart", "VENV=/nonexistent/venv"],
         cwd=REPO,
         capture_output=True,
         text=True,

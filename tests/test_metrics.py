@@ -6,6 +6,8 @@ import pytest
 from rnacli.evaluate.metrics import (
     accuracy,
     accuracy_stderr,
+    matched_gain,
+    matched_gain_interval,
     recovery_interval,
     recovery_rate,
     reduction_rate,
@@ -58,3 +60,43 @@ def test_recovery_interval_without_a_drop_is_undefined():
     assert math.isnan(low) and math.isnan(high) and undefined == 1.0
     with pytest.raises(ValueError, match="seeds, questions"):
         recovery_interval([True, False], same, same)
+
+
+def test_matched_gain_interpolates_the_plain_curve_at_the_same_forgetting():
+    # plain at 3 step counts: forget 0.6 -> mention 0.8, 0.4 -> 0.6, 0.2 -> 0.3 (given unsorted)
+    forget, mention = [0.4, 0.6, 0.2], [0.6, 0.8, 0.3]
+    # at forget 0.3 the curve is halfway between 0.3 and 0.6: 0.45; RNA at 0.55 gains 0.10
+    assert matched_gain(forget, mention, 0.3, 0.55) == pytest.approx(0.10)
+    assert matched_gain(forget, mention, 0.6, 0.8) == pytest.approx(0.0)
+    assert math.isnan(matched_gain(forget, mention, 0.1, 0.9))  # forgets more than any plain run
+
+
+def test_matched_gain_interval_is_exact_when_every_draw_agrees():
+    # plain curve: (forget all right, task all right) and (forget all wrong, task all wrong);
+    # every question answered alike, so every resample of seeds and questions draws the same.
+    seeds, n = 3, 10
+    right, wrong = np.ones((seeds, n), bool), np.zeros((seeds, n), bool)
+    curve_forget = [right, wrong]
+    curve_task = [right, wrong]
+    # forgetting as complete as the second plain point, task as good as the first: gain +1
+    assert matched_gain_interval(curve_forget, curve_task, wrong, right) == (1.0, 1.0, 0.0)
+    assert matched_gain_interval(curve_forget, curve_task, wrong, wrong) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="expected curve"):
+        matched_gain_interval(right, curve_task, wrong, right)
+
+
+def test_matched_gain_interval_carries_question_noise():
+    rng = np.random.default_rng(1)
+    seeds, n = 4, 60
+    curve_forget = [rng.random((seeds, n)) < p for p in (0.8, 0.5, 0.2)]
+    curve_task = [rng.random((seeds, n)) < p for p in (0.9, 0.6, 0.3)]
+    point_forget = rng.random((seeds, n)) < 0.5
+    point_task = rng.random((seeds, n)) < 0.8
+    low, high, undefined = matched_gain_interval(curve_forget, curve_task, point_forget, point_task)
+    observed = matched_gain(
+        [c.mean() for c in curve_forget],
+        [c.mean() for c in curve_task],
+        point_forget.mean(),
+        point_task.mean(),
+    )
+    assert low < observed < high and high - low > 0.05 and undefined < 0.05

@@ -73,3 +73,69 @@ def recovery_interval(
     tail = 100 * (1 - level) / 2
     low, high = np.nanpercentile(rates, [tail, 100 - tail])
     return float(low), float(high), undefined
+
+
+def matched_gain(
+    curve_forget: Sequence[float], curve_acc: Sequence[float], forget: float, acc: float
+) -> float:
+    """`acc` minus the plain curve's accuracy at the same forget accuracy, as a fraction.
+
+    The curve is plain unlearning stopped at several step counts: points (forget accuracy,
+    accuracy on a retain-side task), linearly interpolated in order of forget accuracy. A
+    positive gain is robustness that weaker forgetting alone does not explain (issue 13's
+    matched-forgetting comparison). nan when `forget` lies outside the curve's range.
+    """
+    xs = np.asarray(curve_forget, dtype=float)
+    ys = np.asarray(curve_acc, dtype=float)
+    if not xs.min() <= forget <= xs.max():
+        return float("nan")
+    order = np.argsort(xs, kind="stable")
+    return float(acc - np.interp(forget, xs[order], ys[order]))
+
+
+def matched_gain_interval(
+    curve_forget: Sequence,
+    curve_task: Sequence,
+    point_forget: Sequence,
+    point_task: Sequence,
+    *,
+    draws: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Percentile-bootstrap interval (low, high) of `matched_gain` of the seed means, and the
+    share of draws where it is undefined (the point fell off the curve).
+
+    `curve_forget` is [curve points, seeds, forget questions] of bools (correct or not),
+    `curve_task` [curve points, seeds, task questions]; `point_forget` and `point_task` are the
+    same for one RNA point ([seeds, questions]). Each draw resamples seeds and the questions of
+    each task, pairing every model on the same questions and seed numbers.
+    """
+    cf = np.asarray(curve_forget, dtype=float)
+    ct = np.asarray(curve_task, dtype=float)
+    pf = np.asarray(point_forget, dtype=float)
+    pt = np.asarray(point_task, dtype=float)
+    if cf.ndim != 3 or ct.ndim != 3 or pf.shape != cf.shape[1:] or pt.shape != ct.shape[1:]:
+        raise ValueError(
+            "expected curve [points, seeds, questions] and point [seeds, questions]; got "
+            f"{cf.shape}, {ct.shape}, {pf.shape}, {pt.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    seeds, n_forget, n_task = pf.shape[0], pf.shape[1], pt.shape[1]
+    gains = np.empty(draws)
+    for i in range(draws):
+        s = rng.integers(0, seeds, seeds)
+        qf = rng.integers(0, n_forget, n_forget)
+        qt = rng.integers(0, n_task, n_task)
+        gains[i] = matched_gain(
+            cf[:, s][:, :, qf].mean(axis=(1, 2)),
+            ct[:, s][:, :, qt].mean(axis=(1, 2)),
+            pf[s][:, qf].mean(),
+            pt[s][:, qt].mean(),
+        )
+    undefined = float(np.isnan(gains).mean())
+    if undefined == 1.0:
+        return float("nan"), float("nan"), undefined
+    tail = 100 * (1 - level) / 2
+    low, high = np.nanpercentile(gains, [tail, 100 - tail])
+    return float(low), float(high), undefined
