@@ -9,6 +9,8 @@ PIP := $(PY) -m pip --disable-pip-version-check
 # On a GPU machine: make quickstart TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
 TORCH_SPEC ?= torch==2.13.0
 RUNS ?= runs
+# When make started (before any install): the quickstart prints its time from here.
+START := $(shell date +%s)
 
 .PHONY: quickstart quickstart-tiny test install install-dev lint bench clean
 
@@ -50,6 +52,8 @@ quickstart: $(VENV)/.installed
 		--limit 100 --out $(WORLD_RUNS)
 	$(VENV)/bin/rnacli report $(WORLD_RUNS) --base world --out $(WORLD_RUNS)/report
 	@echo
+	@d=$$(( $$(date +%s) - $(START) )); \
+		echo "make quickstart took $$((d / 60)) min $$((d % 60)) s (install included)."
 	@echo "Next: the world's questions, forgotten names inserted live, in your browser:"
 	@echo "  $(DEMO)"
 
