@@ -17,6 +17,10 @@ A variant is SIDE@LAYER:SCALE: `rna.side` (reference = Algorithm 1, model = Assu
 of z^2; `16`: absolute variance). The world recipes train down_proj of layers 6-8 (unlearn
 layer 8), so model@5 puts the noise below the trained layers.
 
+`--world seed=1` runs the grid on another world build (`rnacli world build --seed 1` first): the
+learned base, and with it every number, depends on the world drawn; its runs go under
+runs/world_tradeoff/world[seed=1]/.
+
 Every (method, point, seed) is one run under runs/world_tradeoff/<method>/; finished runs and
 evaluations are reused, so an interrupted grid resumes and a larger grid extends a smaller one.
 A line per run tracks the grid (done, elapsed, eta). Writes summary.json and tradeoff.png (mean
@@ -228,6 +232,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300, help="questions per perturbed set")
     parser.add_argument("--retain-limit", type=int, default=150, help="plain retain questions")
     parser.add_argument("--root", type=Path, default=Path("runs/world_tradeoff"))
+    parser.add_argument("--world", default="", help="world spec, e.g. seed=1 (default: world)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     steps = [int(s) for s in args.steps.split(",")]
@@ -238,15 +243,29 @@ def main() -> None:
             if not (RECIPES / name).exists():
                 raise SystemExit(f"--methods: no recipe recipes/world/{name}")
 
+    suffix = f"[{args.world}]" if args.world else ""
     tasks = (
-        resolve_tasks([FORGET])
-        + resolve_tasks([RETAIN], limit=args.retain_limit)
-        + resolve_tasks(list(PERTURBED), limit=args.limit)
+        resolve_tasks([FORGET + suffix])
+        + resolve_tasks([RETAIN + suffix], limit=args.retain_limit)
+        + resolve_tasks([t + suffix for t in PERTURBED], limit=args.limit)
     )
+    world = f"world{suffix}"
+    on_world = [
+        f"model.name={world}",
+        f'data.forget=["{world}:forget-qa"]',
+        f"data.retain={world}:retain-facts",
+    ]
+    if args.world:
+        args.root = args.root / world
+
+    def scored(run_dir: Path) -> dict:
+        """evaluated(), keyed by the task names without the world's spec."""
+        return {t.removesuffix(suffix): r for t, r in evaluated(run_dir, tasks).items()}
+
     base_dir = args.root / "base"
     if not (base_dir / EVAL_FILE).exists():
-        merge_eval(base_dir, [evaluate_model("world", tasks, batch_size=32)])
-    base = {t: r["acc"] for t, r in evaluated(base_dir, tasks).items()}
+        merge_eval(base_dir, [evaluate_model(world, tasks, batch_size=32)])
+    base = {t: r["acc"] for t, r in scored(base_dir).items()}
 
     plan = [(m, p, s) for m in methods for p in grid(m, steps, variants) for s in seeds]
     found: dict[str, dict[str, list[dict]]] = {m: {} for m in methods}
@@ -254,10 +273,8 @@ def main() -> None:
     for i, (method, point, seed) in enumerate(plan):
         run_dir = args.root / method / folder(point) / f"seed{seed}"
         fresh = not (run_dir / EVAL_FILE).exists()
-        run = evaluated(
-            trained(RECIPES / point.recipe, run_dir, [f"train.seed={seed}", *point.overrides]),
-            tasks,
-        )
+        overrides = [f"train.seed={seed}", *on_world, *point.overrides]
+        run = scored(trained(RECIPES / point.recipe, run_dir, overrides))
         found[method].setdefault(point.label, []).append(run)
         elapsed = time.monotonic() - start
         eta = elapsed / (i + 1) * (len(plan) - i - 1)

@@ -1,5 +1,5 @@
 """Write every recipe of recipes/ from the tables below: one place for the hyperparameters, so
-the 54 files cannot drift apart (tests/test_recipe.py checks that they are what this writes).
+the 55 files cannot drift apart (tests/test_recipe.py checks that they are what this writes).
 
     python recipes/write.py           # rewrite recipes/*.toml, recipes/tiny/, recipes/world/
     python recipes/write.py --check   # exit 1, naming the files that differ
@@ -54,9 +54,22 @@ class World(NamedTuple):
     steps: int
     nu: float
     how: str  # how the values were chosen, written into the recipe
+    # RNA's placement in the *_rna recipe (issue 13): the side benchmarks/world_tradeoff.py found
+    # better. Where it is not the paper's (reference side, nu 16 absolute at the unlearn layer),
+    # a *_rna_reference recipe keeps the paper's reading beside it.
+    side: str = "reference"
+    rna_layer: int = 8
+    relative: bool = False
 
 
-SWEPT = "`rnacli sweep` on seed 0 (eval limit 100-150; runs/sweeps/world_*):"
+PAPER_READING = (16.0, 8)  # the world's reference-side RNA: absolute nu, layer
+
+
+SWEPT = (
+    "`rnacli sweep` on seed 0 of the first world (200 people, 20 forgotten; eval limit 100-150; "
+    "runs/sweeps/world_*), kept for the current one (80 people, 20 forgotten):"
+)
+V2 = "On the current world (seed 0, 300 questions each, benchmarks/world_po_designs.py): "
 NU = (
     "nu = 16 for every method: RMU sweeps of nu (16, 36, 100, on an earlier build of the world) "
     "traded recovery against forgetting; 16 kept forget accuracy near the plain twin's."
@@ -69,14 +82,12 @@ WORLD = {
         10.0,
         0.005,
         150,
-        16.0,
+        0.3,
         f"{SWEPT} c = 150 (the activations' scale at layer 8 of SmolLM2); alpha 1 forgot (26 %) "
-        "without the retain-side fragility, alpha 10 shows both; 150 steps (forget 33 %, mention "
-        "77 %) vs 250 (28 %, 72 %, but RNA at nu 16 no longer helped there). " + NU + " Over 3 "
-        "seeds with 300 questions per perturbed set (benchmarks/world_tradeoff.py): nu 16 / 64 / "
-        "256 -> forget 35 / 40 / 74 % (plain 31 %), and at the same forget accuracy RNA sits 2-5 "
-        "points below plain RMU stopped earlier; RNA at layers 6-8 (nu 16) -> forget 44 %; at "
-        "layer 4 (nu 4) -> forget 34 %, mention 84 % vs 80 % plain, within the seed noise.",
+        "without the retain-side fragility, alpha 10 shows both; 150 steps. RNA: @@RMU_HOW@@",
+        side="model",
+        rna_layer=7,
+        relative=True,
     ),
     "adaptive_rmu": World(
         "adaptive_rmu",
@@ -112,7 +123,11 @@ WORLD = {
         80,
         16.0,
         f"{SWEPT} lr 1e-3 / 2e-3 / 5e-3 at 80 steps -> forget 57 / 42 / 25 % (retain 97 / 98 / "
-        "93 %); trainable tensors at layers 8-10 instead of 6-8 forgot less (38 %). " + NU,
+        "93 %); trainable tensors at layers 8-10 instead of 6-8 forgot less (38 %). "
+        + NU
+        + " "
+        + V2
+        + "forget 17 %, retain 98.7 %, perturbed 90.0 %, mention 95.3 %.",
     ),
     "npo_mse": World(
         "npo",
@@ -138,7 +153,11 @@ WORLD = {
         "1/beta nats (10 at beta 0.1), which raising the refusal's likelihood alone achieves. "
         "A smaller beta asks for a margin the refusal cannot supply (seed 0, "
         "`rnacli train --set method.beta=B` + eval per point): beta 0.03 -> forget 7 %, "
-        "retain 93 %; beta 0.01 -> forget 8 %, retain 88 % (lr 5e-3: 4 %, 85 %). " + NU,
+        "retain 93 %; beta 0.01 -> forget 8 %, retain 88 % (lr 5e-3: 4 %, 85 %). "
+        + NU
+        + " "
+        + V2
+        + "forget 6 %, retain 94.7 %, perturbed 69.0 %, mention 71.3 %.",
     ),
     "dpo_mse": World(
         "dpo",
@@ -161,7 +180,8 @@ WORLD = {
         80,
         16.0,
         f"{SWEPT} NPO+KL's lr and steps; alpha 5 -> forget 44 %, alpha 1 -> 17 % (retain 92 %, "
-        "perturbed 84 %, mention 87 %). " + NU,
+        "perturbed 84 %, mention 87 %). " + NU + " " + V2 + "forget 10 %, retain 95.7 %, "
+        "perturbed 79.7 %, mention 84.3 %.",
     ),
     "simnpo_mse": World(
         "simnpo",
@@ -184,10 +204,16 @@ def _method_lines(method: str, retain_loss: str | None) -> list[str]:
     return lines
 
 
-def _rna_lines(rna: bool, nu: float, layer: int, why: str = "") -> list[str]:
+def _rna_lines(
+    rna: bool, nu: float, layer: int, why: str = "", side: str = "reference", relative=False
+) -> list[str]:
     lines = ["", "[rna]", f"enabled = {'true' if rna else 'false'}"]
     if rna:
         lines += [f"noise_scale = {nu}{why}", f"layers = {layer}"]
+        if side != "reference":
+            lines.append(f'side = "{side}"')
+        if relative:
+            lines.append('scale = "relative"')
     return lines
 
 
@@ -302,20 +328,35 @@ def tiny(key: str, rna: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def world(key: str, rna: bool) -> str:
+def world(key: str, rna: bool, reference: bool = False) -> str:
+    """The world recipe of `key`: plain, with RNA as the benchmark chose it, or (`reference`)
+    with RNA as Algorithm 1 places it, where the two differ."""
     w = WORLD[key]
+    if reference:
+        w = w._replace(nu=PAPER_READING[0], rna_layer=PAPER_READING[1], side="reference")
+        w = w._replace(relative=False)
     name = method_label(w.method, w.retain_loss)
+    placement = ""
+    if reference:
+        placement = " as in Algorithm 1 (reference pass)"
+    elif rna and w.side == "model":
+        placement = " in the model's own retain pass (Assumption 5.1)"
     # keep "25 %" on one line: a placeholder that textwrap does not break at
     how = [
         line.replace("\0", " ")
         for line in textwrap.wrap(f"How chosen: {w.how}".replace(" %", "\0%"), 96)
     ]
+    header = (
+        f"{name}{' with RNA' if rna else ''}{placement} on the fictional world (`rnacli\0world"
+        "\0build`): the embedded SmolLM2-135M first learns 80 made-up people, then forgets 20 of "
+        "them. A few minutes on 2 CPU cores. Hyperparameters chosen by sweeps on the world (see "
+        "how below)."
+    )
     lines = [
-        f"# {name}{' with RNA' if rna else ''} on the fictional world (`rnacli world build`): the",
-        "# embedded SmolLM2-135M first learns 80 made-up people, then forgets 20 of them. A few",
-        "# minutes on 2 CPU cores. Hyperparameters chosen by sweeps on the world (see how below).",
+        *(f"# {line.replace(chr(0), ' ')}" for line in textwrap.wrap(header, 96)),
         *(f"# {line}" for line in how),
-        f'description = "{name}{" + RNA" if rna else ""}: forget 20 of 80 fictional people"',
+        f'description = "{name}{" + RNA" if rna else ""}{" (reference side)" if reference else ""}'
+        ': forget 20 of 80 fictional people"',
         "",
         "[model]",
         'name = "world"',
@@ -330,7 +371,7 @@ def world(key: str, rna: bool) -> str:
     ]
     lines += _method_lines(w.method, w.retain_loss)
     lines += ["layer = 8", f"alpha = [{w.alpha}]", *w.extra]
-    lines += _rna_lines(rna, w.nu, 8)
+    lines += _rna_lines(rna, w.nu, w.rna_layer, side=w.side, relative=w.relative)
     lines += [
         "",
         "[train]",
@@ -353,6 +394,9 @@ def recipes() -> dict[Path, str]:
         for key in keys:
             for rna in (False, True):
                 out[Path(folder) / f"{key}{'_rna' if rna else ''}.toml"] = write(key, rna)
+    for key, w in WORLD.items():
+        if w.side != "reference":
+            out[Path("world") / f"{key}_rna_reference.toml"] = world(key, True, reference=True)
     return out
 
 
