@@ -62,13 +62,17 @@ def test_recovery_interval_without_a_drop_is_undefined():
         recovery_interval([True, False], same, same)
 
 
-def test_matched_gain_interpolates_the_plain_curve_at_the_same_forgetting():
+def test_matched_gain_compares_with_the_best_plain_run_that_forgets_as_much():
     # plain at 3 step counts: forget 0.6 -> mention 0.8, 0.4 -> 0.6, 0.2 -> 0.3 (given unsorted)
     forget, mention = [0.4, 0.6, 0.2], [0.6, 0.8, 0.3]
-    # at forget 0.3 the curve is halfway between 0.3 and 0.6: 0.45; RNA at 0.55 gains 0.10
-    assert matched_gain(forget, mention, 0.3, 0.55) == pytest.approx(0.10)
+    # RNA at forget 0.3: only the plain run at 0.2 forgets as much; it scored 0.3
+    assert matched_gain(forget, mention, 0.3, 0.55) == pytest.approx(0.25)
+    # at 0.6 all three qualify, the best scored 0.8
     assert matched_gain(forget, mention, 0.6, 0.8) == pytest.approx(0.0)
+    assert matched_gain(forget, mention, 0.4, 0.5) == pytest.approx(-0.1)
     assert math.isnan(matched_gain(forget, mention, 0.1, 0.9))  # forgets more than any plain run
+    # a curve flat in forgetting (RMU past chance): the least fragile plain run counts
+    assert matched_gain([0.29, 0.28, 0.29], [0.66, 0.52, 0.44], 0.29, 0.75) == pytest.approx(0.09)
 
 
 def test_matched_gain_interval_is_exact_when_every_draw_agrees():

@@ -78,19 +78,22 @@ def recovery_interval(
 def matched_gain(
     curve_forget: Sequence[float], curve_acc: Sequence[float], forget: float, acc: float
 ) -> float:
-    """`acc` minus the plain curve's accuracy at the same forget accuracy, as a fraction.
+    """`acc` minus the best accuracy of a plain run that forgets at least as much, a fraction.
 
     The curve is plain unlearning stopped at several step counts: points (forget accuracy,
-    accuracy on a retain-side task), linearly interpolated in order of forget accuracy. A
-    positive gain is robustness that weaker forgetting alone does not explain (issue 13's
-    matched-forgetting comparison). nan when `forget` lies outside the curve's range.
+    accuracy on a retain-side task). The comparison is with every plain point whose forget
+    accuracy is at most `forget`, and the best of them counts: a positive gain is robustness
+    that no plain run with at least the same forgetting matched, stopping earlier included
+    (issue 13's matched-forgetting comparison). Linear interpolation would credit RNA where
+    the curve is flat in forgetting but falls in robustness, as RMU's does once its forget
+    accuracy reaches chance. nan when no plain point forgets that much.
     """
     xs = np.asarray(curve_forget, dtype=float)
     ys = np.asarray(curve_acc, dtype=float)
-    if not xs.min() <= forget <= xs.max():
+    eligible = xs <= forget
+    if not eligible.any():
         return float("nan")
-    order = np.argsort(xs, kind="stable")
-    return float(acc - np.interp(forget, xs[order], ys[order]))
+    return float(acc - ys[eligible].max())
 
 
 def matched_gain_interval(
