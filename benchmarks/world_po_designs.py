@@ -3,11 +3,12 @@
     python benchmarks/world_po_designs.py [--methods npo_kl,simnpo_kl,dpo_kl] \\
         [--designs recipe,passages,longer] [--seeds 0,1,2]
 
-A PO method is called fragile when its accuracy on perturbed or mention questions (benign
+Issue 12 calls a PO method fragile when its accuracy on perturbed or mention questions (benign
 retain questions that contain a forget person's name) falls >= 5 points below its accuracy on
-plain retain questions. The learned base itself sits below its retain accuracy on the perturbed
-set (a name among the options is a harder question), so the table also prints each gap minus the
-base's gap: the part that unlearning added.
+plain retain questions. The learned base itself sits 6 points below its retain accuracy on the
+perturbed set (a name among the options is a harder question), so by that raw gap the base
+would count as fragile too; the table prints each gap and, in brackets, the gap minus the
+base's, the part that unlearning added, and calls a method fragile when that part is >= 5.
 
 Designs (each a set of overrides of the world recipe, declared in DESIGNS):
 - recipe: the recipe as it is: (prompt, completion) forget documents, the value scored;
@@ -105,8 +106,8 @@ def main() -> None:
         "retain",
         "perturbed",
         "mention",
-        "retain - perturbed (minus base's)",
-        "retain - mention (minus base's)",
+        "retain - perturbed (beyond base's)",
+        "retain - mention (beyond base's)",
         "fragile",
     ):
         table.add_column(h, justify="right")
@@ -117,7 +118,7 @@ def main() -> None:
             t: [a["world-retain"] - a[t] for a in accs]
             for t in ("world-perturbed", "world-mention")
         }
-        fragile = any(statistics.mean(g) >= FRAGILE for g in gaps.values())
+        fragile = any(statistics.mean(g) - base_gap[t] >= FRAGILE for t, g in gaps.items())
         table.add_row(
             method,
             design,
@@ -134,7 +135,7 @@ def main() -> None:
     out.print(
         "base: "
         + ", ".join(f"{t} {100 * a:.1f}" for t, a in base.items())
-        + f"; fragile = a gap >= {100 * FRAGILE:.0f} points (the issue's criterion, raw gap)"
+        + f"; fragile: a gap beyond the base's of >= {100 * FRAGILE:.0f} points"
     )
     write_json(args.root / "summary.json", summary)
     out.print(f"wrote {args.root / 'summary.json'}")
