@@ -692,9 +692,17 @@ def world_build(
     table.add_row("fingerprint", info["fingerprint"].split(":")[-1][:16])
     table.add_row("model", str(folder))
     stdout.print(table)
+    suffix = spec.name.removeprefix("world")
+    tasks = ", ".join(f"world-{t}{suffix}" for t in ("forget", "retain", "perturbed", "mention"))
     stdout.print(
-        "use it: model name 'world'; tasks world-forget, world-retain, world-perturbed, "
-        "world-mention (cloze) and the same with -mcq (letters); recipes in recipes/world/"
+        f"use it: model name '{spec.name}'; tasks {tasks} (cloze) and the same with -mcq "
+        "(letters); recipes in recipes/world/"
+        + (
+            f" load the default world: set model.name = {spec.name} and data sources "
+            f"{spec.name}:forget-qa, {spec.name}:retain-facts"
+            if suffix
+            else ""
+        )
     )
 
 

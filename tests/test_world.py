@@ -67,6 +67,10 @@ def test_world_sources_tasks_and_specs():
     head, tail = load_corpus("world[people=30,seed=1]:forget-qa")[0]
     assert tail.endswith(".") and not head.endswith(" ")
     assert parse_spec("world[people=30,seed=1]") == WorldSpec(30, 1)
+    # the model name `rnacli world build` tells the user loads the world it built
+    for spec in (WorldSpec(), WorldSpec(seed=1), WorldSpec(30, 1, 0.5)):
+        assert parse_spec(spec.name) == spec
+    assert WorldSpec().name == "world" and WorldSpec(seed=1).name == "world[seed=1]"
     with pytest.raises(RnacliError, match="unknown setting 'size=3'"):
         parse_spec("world[size=3]")
     with pytest.raises(RnacliError, match="world QA sets are forget, retain"):

@@ -39,6 +39,18 @@ class WorldSpec:
     def key(self) -> str:
         return f"p{self.people}-s{self.seed}-f{self.forget_fraction:g}-v{GENERATOR_VERSION}"
 
+    @property
+    def name(self) -> str:
+        """The model name that loads this world (`parse_spec`'s inverse): 'world' for the
+        default, else 'world[seed=1]' naming only the settings that differ."""
+        default = WorldSpec()
+        parts = [
+            f"{field}={getattr(self, field):g}"
+            for field in ("people", "seed", "forget_fraction")
+            if getattr(self, field) != getattr(default, field)
+        ]
+        return f"world[{','.join(parts)}]" if parts else "world"
+
 
 def parse_spec(text: str) -> WorldSpec:
     """'world' or 'world[people=300,seed=1,forget_fraction=0.2]' -> WorldSpec."""
