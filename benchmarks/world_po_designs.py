@@ -138,7 +138,7 @@ def main() -> None:
         + f"; fragile: a gap beyond the base's of >= {100 * FRAGILE:.0f} points"
     )
     write_json(args.root / "summary.json", summary)
-    out.print(f"wrote {args.root / 'summary.json'}")
+    out.print(f"wrote {args.root / 'summary.json'}", markup=False)
 
 
 if __name__ == "__main__":

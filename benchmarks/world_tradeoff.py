@@ -292,7 +292,8 @@ def main() -> None:
         console.print(
             f"grid: {i + 1}/{len(plan)} ({elapsed / 60:.0f} min, eta {eta / 60:.0f} min) "
             f"{method} {point.label} seed {seed}: {'ran' if fresh else 'reused'}; "
-            + ", ".join(f"{t.removeprefix('world-')} {100 * run[t]['acc']:.1f}" for t in TASKS)
+            + ", ".join(f"{t.removeprefix('world-')} {100 * run[t]['acc']:.1f}" for t in TASKS),
+            markup=False,
         )
 
     from rnacli.recipe import load_recipe
@@ -305,7 +306,7 @@ def main() -> None:
         summary["limit"] = args.limit
         write_json(args.root / method / "summary.json", summary)
         plot(method, summary, base, args.root / method / "tradeoff.png")
-        out.print(f"wrote {args.root / method / 'summary.json'} and tradeoff.png")
+        out.print(f"wrote {args.root / method / 'summary.json'} and tradeoff.png", markup=False)
     out.print(
         "base: " + ", ".join(f"{t} {100 * base[t]:.1f}" for t in TASKS) + f"; {len(seeds)} seeds"
     )
