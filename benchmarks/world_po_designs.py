@@ -70,7 +70,7 @@ def main() -> None:
     designs = [d.strip() for d in args.designs.split(",") if d.strip()]
     for design in designs:
         if design not in DESIGNS:
-            raise SystemExit(f"--designs: '{design}' is not one of {', '.join(DESIGNS)}")
+            parser.error(f"--designs: '{design}' is not one of {', '.join(DESIGNS)}")
 
     tasks = resolve_tasks(["world-forget"]) + resolve_tasks(TASKS[1:], limit=args.limit)
     base_dir = args.root / "base"

@@ -68,11 +68,11 @@ def parse_variant(text: str) -> Point:
         nu = float(scale[1:] if relative else scale)
         int(layer)
     except ValueError:
-        raise SystemExit(
+        raise ValueError(
             f"--variants: '{text}' is not SIDE@LAYER:SCALE (e.g. model@5:r0.3 or reference@8:16)"
         ) from None
     if side not in ("reference", "model"):
-        raise SystemExit(f"--variants: '{text}': the side is 'reference' or 'model'")
+        raise ValueError(f"--variants: '{text}': the side is 'reference' or 'model'")
     return Point(
         text,
         "",
@@ -252,7 +252,12 @@ def main() -> None:
     for method in methods:
         for name in (f"{method}.toml", f"{method}_rna.toml"):
             if not (RECIPES / name).exists():
-                raise SystemExit(f"--methods: no recipe recipes/world/{name}")
+                parser.error(f"--methods: no recipe recipes/world/{name}")
+    try:
+        for text in variants:
+            parse_variant(text)
+    except ValueError as e:
+        parser.error(str(e))
 
     suffix = f"[{args.world}]" if args.world else ""
     tasks = (

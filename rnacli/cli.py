@@ -572,7 +572,10 @@ def recipes(
     for path in files:
         r = load_recipe(path)
         rna = (
-            f"nu={r.rna.noise_scale:g} @ {r.rna.layers or r.method.layer}" if r.rna.enabled else "-"
+            f"nu={r.rna.noise_scale:g}{'x scale' if r.rna.scale == 'relative' else ''} "
+            f"@ {r.rna.layers or r.method.layer}{', model side' if r.rna.side == 'model' else ''}"
+            if r.rna.enabled
+            else "-"
         )
         table.add_row(
             str(path.relative_to(folder)), r.method.label, rna, r.model.name, str(r.train.steps)

@@ -144,3 +144,17 @@ def test_recipe_files_are_what_recipes_write_py_writes():
         assert (RECIPES / path).read_text(encoding="utf-8") == text, path
     world = load_recipe(RECIPES / "world" / "rsv_rna.toml")
     assert world.rna.noise_scale == 1600.0 and world.rna.enabled
+
+
+def test_recipes_command_shows_where_the_noise_goes():
+    # the two readings of RNA differ only in [rna]; the listing must tell them apart
+    from typer.testing import CliRunner
+
+    from rnacli.cli import app
+
+    result = CliRunner().invoke(app, ["recipes"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
+    assert "nu=0.3x scale @ 7, model side" in lines["world/rmu_rna.toml"]
+    assert "nu=16 @ 8" in lines["world/rmu_rna_reference.toml"]
+    assert "model side" not in lines["world/rmu_rna_reference.toml"]
