@@ -701,8 +701,8 @@ def world_build(
         f"use it: model name '{spec.name}'; tasks {tasks} (cloze) and the same with -mcq "
         "(letters); recipes in recipes/world/"
         + (
-            f" load the default world: set model.name = {spec.name} and data sources "
-            f"{spec.name}:forget-qa, {spec.name}:retain-facts"
+            f", which use the default world: for this one set model.name = {spec.name} and "
+            f"the data sources {spec.name}:forget-qa, {spec.name}:retain-facts"
             if suffix
             else ""
         )
