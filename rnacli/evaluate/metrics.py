@@ -67,12 +67,7 @@ def recovery_interval(
         q = rng.integers(0, questions, questions)
         s = rng.integers(0, seeds, seeds)
         rates[i] = recovery_rate(b[q].mean(), p[s][:, q].mean(), r[s][:, q].mean())
-    undefined = float(np.isnan(rates).mean())
-    if undefined == 1.0:
-        return float("nan"), float("nan"), undefined
-    tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(rates, [tail, 100 - tail])
-    return float(low), float(high), undefined
+    return _percentile_interval(rates, level)
 
 
 def matched_gain(
@@ -136,9 +131,14 @@ def matched_gain_interval(
             pf[s][:, qf].mean(),
             pt[s][:, qt].mean(),
         )
-    undefined = float(np.isnan(gains).mean())
+    return _percentile_interval(gains, level)
+
+
+def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float, float]:
+    """(low, high) percentiles of the defined bootstrap draws, and the share that is nan."""
+    undefined = float(np.isnan(draws).mean())
     if undefined == 1.0:
         return float("nan"), float("nan"), undefined
     tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(gains, [tail, 100 - tail])
+    low, high = np.nanpercentile(draws, [tail, 100 - tail])
     return float(low), float(high), undefined
