@@ -6,7 +6,7 @@ inserted.
     rnacli demo RUN... [--host 127.0.0.1] [--port 7860] [--keywords FILE]
     python -m app [RUN...]
 
-Presentation only: the logic is `rnacli.probe` (the base model loaded once, each run kept as
+Presentation only: the logic is `rnacli.demo` (the base model loaded once, each run kept as
 its delta tensors).
 """
 
@@ -17,6 +17,6 @@ import os
 # on 2 cores). libgomp reads this when torch is first imported, so it is set before that.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from app.server import launch, prepare, serve
+from rnacli.app.server import launch, prepare, serve
 
 __all__ = ["launch", "prepare", "serve"]

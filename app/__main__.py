@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app import serve
+from rnacli.app import serve
+
+from rnacli.demo.runs import quickstart_specs
 from rnacli.errors import RnacliError
-from rnacli.probe.runs import quickstart_specs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """Presentation of probe results as HTML: probability bars, verdict badges, the batch table and
-its CSV link. No scoring here (that is `rnacli.probe`)."""
+its CSV link. No scoring here (that is `rnacli.demo`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import html
 from urllib.parse import quote
 
 from rnacli.data.records import LETTERS
-from rnacli.probe.batch import BatchResult, to_csv
-from rnacli.probe.probing import ModelAnswer, Probe
-from rnacli.probe.scoring import Request
+from rnacli.demo.answers import Request
+from rnacli.demo.batch import BatchResult, to_csv
+from rnacli.demo.probing import ModelAnswer, Probe
 
 CHOICE_CHARS = 32  # a choice's text beside its bars, shortened
 

@@ -14,16 +14,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rnacli.data.perturb import keyword_sets
+from rnacli.demo.bank import ModelBank
+from rnacli.demo.opening import opening_question
+from rnacli.demo.questions import available_question_sets
+from rnacli.demo.world_sets import world_question_sets
 from rnacli.errors import RnacliError
-from rnacli.probe.bank import ModelBank
-from rnacli.probe.opening import opening_question
-from rnacli.probe.questions import available_question_sets
-from rnacli.probe.world import world_question_sets
 
 if TYPE_CHECKING:  # Gradio is imported only when the page is built (it takes seconds)
     import gradio as gr
-
-    from app.ui import DemoData
+    from rnacli.app.ui import DemoData
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -38,7 +37,7 @@ def prepare(
     """Everything the page serves: the model bank, the offered question sets, the keywords and,
     on a world model, the forgotten people and the question the page opens on. Raises
     RnacliError (one line) for a bad run, base model or keywords file."""
-    from app.ui import DemoData, keyword_choices
+    from rnacli.app.ui import DemoData, keyword_choices
 
     # Cheapest checks first: a wrong keywords file or run fails before anything big loads.
     keywords, keyword_notes = keyword_choices(keyword_sets((), keywords_file))
@@ -73,7 +72,7 @@ def serve(
     the demo page until interrupted."""
     # Per-request progress bars would flood the server console (and rich allows one at a time).
     os.environ.setdefault("RNACLI_QUIET", "1")
-    from rnacli.progress import console
+    from rnacli.console import console
 
     with console.status("loading models and choosing the opening question"):
         data = prepare(runs, keywords_file=keywords_file, dtype=dtype, device=device)
@@ -147,10 +146,9 @@ def launch(
 ) -> tuple[gr.Blocks, str]:
     """Serve `data` (from `prepare`); with block=False, return (blocks, url) at once.
     `on_ready(url)` is called once the page is served (before blocking)."""
+    from rnacli.app.render import CSS
+    from rnacli.app.ui import build_app, theme
     from starlette.middleware import Middleware
-
-    from app.render import CSS
-    from app.ui import build_app, theme
 
     blocks = build_app(data)
     blocks.queue(default_concurrency_limit=1, max_size=64)

@@ -1,5 +1,5 @@
 """The Gradio Blocks page: a question panel, a forget-token panel, one column per model, and a
-batch-probe tab. Every handler calls `rnacli.probe`; the page only lays out its results.
+batch-probe tab. Every handler calls `rnacli.demo`; the page only lays out its results.
 
 Safety: the models are fixed when the app starts (nothing from the browser names a path or a
 model), typed text has length limits (in the page and again on the server), and a handler that
@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
-
-from app.render import (
+from rnacli.app.render import (
     BATCH_HEADERS,
     batch_rows,
     batch_summary,
@@ -28,12 +27,12 @@ from app.render import (
     shown_prompt,
     summary_html,
 )
+
 from rnacli.data.perturb import DEFAULT_KEYWORD
 from rnacli.data.records import LETTERS, QARecord
-from rnacli.errors import RnacliError
-from rnacli.probe.bank import ModelBank
-from rnacli.probe.batch import batch_probe
-from rnacli.probe.inputs import (
+from rnacli.demo.bank import ModelBank
+from rnacli.demo.batch import batch_probe
+from rnacli.demo.inputs import (
     MAX_BATCH_QUESTIONS,
     MAX_CHOICE_CHARS,
     MAX_KEYWORD_CHARS,
@@ -43,9 +42,10 @@ from rnacli.probe.inputs import (
     check_keyword,
     make_record,
 )
-from rnacli.probe.opening import Opening
-from rnacli.probe.probing import Probe, probe_question
-from rnacli.probe.questions import QuestionSet
+from rnacli.demo.opening import Opening
+from rnacli.demo.probing import Probe, probe_question
+from rnacli.demo.questions import QuestionSet
+from rnacli.errors import RnacliError
 
 log = logging.getLogger(__name__)
 

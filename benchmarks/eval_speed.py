@@ -25,7 +25,7 @@ from rnacli.evaluate.harness import evaluate_with_lm_eval
 from rnacli.evaluate.mcq import evaluate_mcq, task_inputs
 from rnacli.evaluate.scoring import layout_stats
 from rnacli.evaluate.tasks import TaskDocs, resolve_task
-from rnacli.models import load_model
+from rnacli.models.loading import load_model
 
 
 def native(model, tokenizer, task: TaskDocs, batch_size: int):

@@ -153,7 +153,7 @@ def train_run(raw: dict, run_dir: Path):
     from safetensors.torch import load_file
 
     from rnacli.recipe import recipe_from_dict
-    from rnacli.train import train
+    from rnacli.training.loop import train
 
     train(recipe_from_dict(raw, f"{run_dir.name}.toml"), run_dir)
     masters = run_dir / "checkpoint" / "master.safetensors"
@@ -241,7 +241,7 @@ def four_bit(device: str, model_dir: Path):
     if device != "cuda":
         return "skipped: needs CUDA (bitsandbytes NF4)", ""
     from rnacli.evaluate.mcq import evaluate_mcq
-    from rnacli.models import load_model
+    from rnacli.models.loading import load_model
 
     records = _questions()
     results = {}
@@ -263,7 +263,7 @@ def native_vs_lm_eval(device: str, model_dir: Path):
     from rnacli.evaluate.harness import evaluate_with_lm_eval
     from rnacli.evaluate.mcq import evaluate_mcq
     from rnacli.evaluate.tasks import TaskDocs
-    from rnacli.models import load_model
+    from rnacli.models.loading import load_model
 
     model, tok = load_model(str(model_dir), device=device)
     records = _questions()
@@ -320,18 +320,20 @@ def fsdp(device: str, work: Path, model_dir: Path, data: dict):
 
 def fsdp_worker(raw: str, work: str) -> None:
     """One process of the FSDP run (started by torchrun)."""
-    import rnacli.train
+    import rnacli.training.loop
     from rnacli.recipe import recipe_from_dict
 
-    real, sharded = rnacli.train.shard_model, []
+    real, sharded = rnacli.training.loop.shard_model, []
 
     def shard_and_check(model, *args):
         real(model, *args)
         weight = model.model.layers[0].self_attn.q_proj.weight
         sharded.append(weight.to_local().shape[0] * 2 == weight.shape[0])
 
-    rnacli.train.shard_model = shard_and_check
-    result = rnacli.train.train(recipe_from_dict(json.loads(raw), "fsdp.toml"), Path(work) / "fsdp")
+    rnacli.training.loop.shard_model = shard_and_check
+    result = rnacli.training.loop.train(
+        recipe_from_dict(json.loads(raw), "fsdp.toml"), Path(work) / "fsdp"
+    )
     trained = {k: v.detach().cpu().clone() for k, v in result.trainable.items()}
     torch.save(trained, Path(work) / f"fsdp-rank{result.rank}.pt")
     if result.rank == 0:

@@ -28,15 +28,15 @@ import torch
 
 from rnacli.data import load_corpus
 from rnacli.data.batches import Seq, StepBatch, document_batch
-from rnacli.memory import in_module, peak_tensor_bytes
 from rnacli.methods import build_method, build_retain
-from rnacli.models import load_model
-from rnacli.passes import Passes
-from rnacli.plan import architecture, estimate, model_config
+from rnacli.methods.rna import Noise
+from rnacli.models.loading import load_model
 from rnacli.recipe import MethodConfig, TrainConfig, recipe_from_dict
-from rnacli.rna import Noise
-from rnacli.step import head_chunk_tokens, unlearning_backward
-from rnacli.train import default_trainable, select_trainable
+from rnacli.runtime.memory import in_module, peak_tensor_bytes
+from rnacli.training.loop import default_trainable, select_trainable
+from rnacli.training.passes import Passes
+from rnacli.training.plan import architecture, estimate, model_config
+from rnacli.training.step import head_chunk_tokens, unlearning_backward
 
 # Passes settings and the split backward; the recipe keys they correspond to, for the plan.
 # Our LM-head chunk is the recipe default's (1024 tokens, capped at 2^24 logits: 341 tokens

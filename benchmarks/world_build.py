@@ -80,7 +80,7 @@ def main() -> None:
             if (user_cache / part).exists():
                 (Path(tmp) / part).symlink_to(user_cache / part)
         os.environ["RNACLI_CACHE_DIR"] = tmp
-        from rnacli.models import load_model
+        from rnacli.models.loading import load_model
         from rnacli.recipe import parse_override
         from rnacli.world.generate import WorldSpec
         from rnacli.world.learn import build, build_info, learn_config

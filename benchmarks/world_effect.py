@@ -19,14 +19,14 @@ import argparse
 import statistics
 from pathlib import Path
 
-from rnacli.atomic import write_json
-from rnacli.checkpoint import CHECKPOINT, read_meta
 from rnacli.evaluate.metrics import recovery_interval, recovery_rate, reduction_rate
 from rnacli.evaluate.results import EVAL_FILE, merge_eval, read_eval
 from rnacli.evaluate.runner import evaluate_model
 from rnacli.evaluate.tasks import resolve_tasks
+from rnacli.files.atomic import write_json
 from rnacli.recipe import load_recipe
-from rnacli.train import train
+from rnacli.runs.checkpoint import CHECKPOINT, read_meta
+from rnacli.training.loop import train
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "world"
 METHODS = [

@@ -33,11 +33,11 @@ from pathlib import Path
 
 from world_effect import RECIPES, TASKS, evaluated, trained
 
-from rnacli.atomic import write_json
+from rnacli.console import console, out
 from rnacli.evaluate.results import EVAL_FILE, merge_eval
 from rnacli.evaluate.runner import evaluate_model
 from rnacli.evaluate.tasks import resolve_tasks
-from rnacli.progress import console, out
+from rnacli.files.atomic import write_json
 from rnacli.recipe import load_recipe
 
 DESIGNS = {

@@ -41,12 +41,12 @@ from typing import NamedTuple
 import numpy as np
 from world_effect import RECIPES, evaluated, trained
 
-from rnacli.atomic import write_json
+from rnacli.console import console, out
 from rnacli.evaluate.metrics import matched_gain, matched_gain_interval, recovery_rate
 from rnacli.evaluate.results import EVAL_FILE, merge_eval
 from rnacli.evaluate.runner import evaluate_model
 from rnacli.evaluate.tasks import resolve_tasks
-from rnacli.progress import console, out
+from rnacli.files.atomic import write_json
 
 FORGET, RETAIN = "world-forget", "world-retain"
 PERTURBED = ("world-perturbed", "world-mention")

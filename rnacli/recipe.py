@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from rnacli.errors import RnacliError
-from rnacli.text import read_text
+from rnacli.files.text import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -174,21 +174,22 @@ class TrainConfig(_Section):
     trainable: str | None = None
     optimizer: Literal["adamw", "adamw8bit"] = "adamw"
     checkpoint_every: int = Field(50, ge=1, le=MAX_STEPS)
-    # bf16 autocast: "auto" uses it where a micro-benchmark finds it faster (rnacli/precision.py)
+    # bf16 autocast: "auto" uses it where a micro-benchmark finds it faster
+    # (rnacli/runtime/precision.py)
     autocast: bool | Literal["auto"] = "auto"
     gradient_checkpointing: bool = False
     # fp32 master copies of trainable tensors held in bf16/fp16, stepped by the optimizer and
-    # rounded into the model after each step (rnacli/master.py); no effect on an fp32 model
+    # rounded into the model after each step (rnacli/training/master.py); no effect on an fp32 model
     master_weights: bool = True
     # Engineering switches (defaults are the fast, exact ones; tests and benchmarks flip them).
     reference: Literal["delta", "copy"] = "delta"
     shared_prefix: bool = True
     truncated_forward: bool = True
     # tokens per LM-head chunk (at most 2^24 logits: fewer for large vocabularies, see
-    # rnacli/step.py); 0 = the whole batch at once
+    # rnacli/training/step.py); 0 = the whole batch at once
     logits_chunk: int = Field(1024, ge=0)
     checkpoint_head: bool = True
-    split_backward: bool = True  # forget backward before the retain pass (rnacli/step.py)
+    split_backward: bool = True  # forget backward before the retain pass (rnacli/training/step.py)
 
 
 class EvalConfig(_Section):

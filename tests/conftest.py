@@ -39,7 +39,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tiny_model_dir):
-    from rnacli.models import load_model
+    from rnacli.models.loading import load_model
 
     return load_model(str(tiny_model_dir), device="cpu")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from rnacli.analysis.sensitivity import layer_sensitivity, sensitivity_ratio
 from rnacli.data.mining import keyword_sets, score_ngrams, word_ngrams
-from rnacli.evaluate.sensitivity import layer_sensitivity, sensitivity_ratio
 
 DOCS = [
     "virus host cell protein gene membrane replication enzyme sequence strain virus host",
@@ -28,7 +28,7 @@ def test_sensitivity_zero_without_noise_and_shortcut_is_exact(tiny, monkeypatch)
     assert all(v["mean"] == 0.0 for v in zero.values())
     fast = layer_sensitivity(model, tok, DOCS, [0, 3], noise_scale=0.5, max_length=16, seed=1)
     # without the skip-below-g shortcut, the lower layers run again: same numbers
-    import rnacli.evaluate.sensitivity as sens
+    import rnacli.analysis.sensitivity as sens
 
     monkeypatch.setattr(sens, "PLAIN_DECODERS", set())
     slow = layer_sensitivity(model, tok, DOCS, [0, 3], noise_scale=0.5, max_length=16, seed=1)

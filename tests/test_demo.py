@@ -1,4 +1,4 @@
-"""The demo: its logic (`rnacli.probe`) directly, and the page's endpoints through
+"""The demo: its logic (`rnacli.demo`) directly, and the page's endpoints through
 `gradio_client` against an app serving tiny models."""
 
 from __future__ import annotations
@@ -13,24 +13,24 @@ import numpy as np
 import pytest
 import torch
 
-from rnacli.checkpoint import save_checkpoint, tensors_hash
 from rnacli.data.perturb import perturb_record
 from rnacli.data.records import LETTERS, QARecord, qa_record
-from rnacli.errors import RnacliError
-from rnacli.evaluate.mcq import choice_loglikelihoods
-from rnacli.evaluate.prompts import CONTINUATIONS, prompt
-from rnacli.models import load_model
-from rnacli.probe.bank import ModelBank
-from rnacli.probe.batch import batch_probe
-from rnacli.probe.inputs import (
+from rnacli.demo.bank import ModelBank
+from rnacli.demo.batch import batch_probe
+from rnacli.demo.inputs import (
     MAX_KEYWORD_CHARS,
     MAX_QUESTION_CHARS,
     Insertion,
     insert_keyword,
     make_record,
 )
-from rnacli.probe.probing import probe_question
-from rnacli.probe.questions import available_question_sets, question_set
+from rnacli.demo.probing import probe_question
+from rnacli.demo.questions import available_question_sets, question_set
+from rnacli.errors import RnacliError
+from rnacli.evaluate.mcq import choice_loglikelihoods
+from rnacli.evaluate.prompts import CONTINUATIONS, prompt
+from rnacli.models.loading import load_model
+from rnacli.runs.checkpoint import save_checkpoint, tensors_hash
 from tests.conftest import qa_rows, tiny_recipe
 from tests.tiny import save_tiny
 
@@ -61,7 +61,7 @@ def make_runs(model_dir: Path, folder: Path) -> dict[str, Path]:
     delta permutes the LM-head rows of " A".." D" cyclically, so that it always answers
     unlike the base model (a divergence the tests can count on)."""
     from rnacli.recipe import recipe_from_dict
-    from rnacli.train import train
+    from rnacli.training.loop import train
 
     folder.mkdir(parents=True, exist_ok=True)
     corpora = _write_corpora(folder)
@@ -329,8 +329,8 @@ def client(bank):
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from app import launch
-    from app.ui import DemoData
+    from rnacli.app import launch
+    from rnacli.app.ui import DemoData
 
     wmdp = [{**r, "subject": ""} for r in records(6)]
     data = DemoData(
@@ -469,7 +469,7 @@ def test_prepare_reads_keywords_and_offered_sets(
     tiny_model_dir, runs, tmp_path, monkeypatch, fake_data_dir
 ):
     pytest.importorskip("gradio")
-    from app import prepare
+    from rnacli.app import prepare
 
     monkeypatch.setenv("RNACLI_DATA_DIR", str(fake_data_dir))
     keywords = tmp_path / "keywords.json"
@@ -493,7 +493,7 @@ def test_rnacli_demo_names_a_mistyped_run_folder(monkeypatch, capsys):
 
 def test_main_reports_errors_in_one_line(tmp_path, capsys):
     pytest.importorskip("gradio")
-    from app.__main__ import main
+    from rnacli.app.__main__ import main
 
     missing = tmp_path / "keywords.json"
     assert main(["smollm2-135m", "--keywords", str(missing), "--port", "1"]) == 2
@@ -542,8 +542,8 @@ def test_the_start_up_lines_speak_plainly(tiny_model_dir, capfd):
     """One model is "1 variant"; Gradio's hint about `share=True` (an option the command
     line does not have) is not printed."""
     pytest.importorskip("gradio")
-    from app import launch
-    from app.ui import DemoData
+    from rnacli.app import launch
+    from rnacli.app.ui import DemoData
 
     bank = ModelBank.load([str(tiny_model_dir)], device="cpu")
     assert bank.memory.summary().startswith("memory: 1 variant in ")

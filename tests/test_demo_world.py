@@ -13,19 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from rnacli.checkpoint import save_checkpoint, tensors_hash
 from rnacli.data.perturb import replaced_choice
+from rnacli.demo.bank import ModelBank
+from rnacli.demo.batch import batch_probe, paired_requests
+from rnacli.demo.opening import opening_question
+from rnacli.demo.probing import probe_question
+from rnacli.demo.runs import quickstart_names, quickstart_specs
+from rnacli.demo.world_sets import WorldSet, world_of_base, world_question_sets
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import evaluate_mcq
 from rnacli.evaluate.prompts import CONTINUATIONS
 from rnacli.evaluate.tasks import resolve_task
-from rnacli.models import load_model
-from rnacli.probe.bank import ModelBank
-from rnacli.probe.batch import batch_probe, paired_requests
-from rnacli.probe.opening import opening_question
-from rnacli.probe.probing import probe_question
-from rnacli.probe.runs import quickstart_names, quickstart_specs
-from rnacli.probe.world import WorldSet, world_of_base, world_question_sets
+from rnacli.models.loading import load_model
+from rnacli.runs.checkpoint import save_checkpoint, tensors_hash
 from rnacli.world.generate import WorldSpec, generate, qa_sets
 from rnacli.world.vocab import MENTION
 from tests.conftest import run_cli
@@ -279,7 +279,7 @@ def test_rnacli_demo_without_runs_says_what_to_run(monkeypatch, capsys, tmp_path
 
 
 def test_rnacli_demo_serves_the_quickstart_runs(monkeypatch, capsys, tmp_path, world_runs):
-    import app
+    import rnacli.app as app
 
     monkeypatch.chdir(tmp_path)
     names = quickstart_names()

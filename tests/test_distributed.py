@@ -15,20 +15,20 @@ from tests.conftest import tiny_recipe
 DRIVER = textwrap.dedent("""
     import json, sys
     import torch
-    import rnacli.train
+    import rnacli.training.loop
     from rnacli.recipe import recipe_from_dict
-    from rnacli.train import train
+    from rnacli.training.loop import train
 
     raw, run_dir, dump = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
     sharded = []
-    real_shard = rnacli.train.shard_model
+    real_shard = rnacli.training.loop.shard_model
 
     def shard_and_check(model, *args):  # FSDP runs: is a frozen weight really split?
         real_shard(model, *args)
         weight = model.model.layers[0].self_attn.q_proj.weight
         sharded.append(weight.to_local().shape[0] * 2 == weight.shape[0])
 
-    rnacli.train.shard_model = shard_and_check
+    rnacli.training.loop.shard_model = shard_and_check
     result = train(recipe_from_dict(raw, "ddp.toml"), __import__("pathlib").Path(run_dir))
     torch.save({k: v.detach().clone() for k, v in result.trainable.items()},
                f"{dump}/rank{result.rank}.pt")
@@ -94,7 +94,7 @@ def test_two_processes_agree_and_only_rank0_writes(tmp_path, tiny_model_dir, cor
         torch.testing.assert_close(saved[name], rank0[name])
     # the two ranks saw different batches: training differs from a single process
     from rnacli.recipe import recipe_from_dict
-    from rnacli.train import train
+    from rnacli.training.loop import train
 
     single = train(recipe_from_dict(raw, "one.toml"), tmp_path / "single")
     assert any(not torch.allclose(single.trainable[n].detach(), rank0[n]) for n in rank0)
@@ -163,7 +163,7 @@ def test_fsdp_two_processes_train_as_one_process(
     assert json.loads((tmp_path / "sharded0.json").read_text()) == [True]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     from rnacli.recipe import recipe_from_dict
-    from rnacli.train import train
+    from rnacli.training.loop import train
 
     raw["train"]["grad_accum"] = 2
     single = train(recipe_from_dict(raw, "one.toml"), tmp_path / "single").trainable

@@ -15,13 +15,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import rnacli.fingerprint as fingerprint_module
-import rnacli.train as train_module
-from rnacli.checkpoint import save_checkpoint
+import rnacli.models.fingerprint as fingerprint_module
+import rnacli.training.loop as train_module
 from rnacli.errors import RnacliError
-from rnacli.models import load_model
+from rnacli.models.loading import load_model
 from rnacli.recipe import recipe_from_dict
-from rnacli.train import train
+from rnacli.runs.checkpoint import save_checkpoint
+from rnacli.training.loop import train
 from tests.conftest import cli_error, tiny_recipe
 
 
@@ -115,7 +115,7 @@ def test_save_checkpoint_refuses_non_finite_tensors_and_keeps_the_previous(tmp_p
 def test_evaluation_and_the_demo_refuse_non_finite_weights(
     tmp_path, tiny_model_dir, corpora, monkeypatch, capsys
 ):
-    from rnacli.probe.bank import ModelBank
+    from rnacli.demo.bank import ModelBank
 
     run_dir = run(tmp_path, "r", tiny_recipe(tiny_model_dir, corpora, "rmu"))
     tensors = delta(run_dir)
@@ -155,7 +155,7 @@ def changed_base(tiny_model_dir: Path, folder: Path, scale: float = 1.01) -> Pat
 
 
 def test_a_base_whose_other_layers_differ_is_refused(tmp_path, tiny_model_dir, corpora):
-    from rnacli.probe.bank import ModelBank
+    from rnacli.demo.bank import ModelBank
 
     run_dir = run(tmp_path, "r", tiny_recipe(tiny_model_dir, corpora, "rmu"))
     meta_path = run_dir / "checkpoint" / "meta.json"
@@ -192,7 +192,7 @@ def test_runs_without_a_fingerprint_are_checked_by_the_old_hash(tmp_path, tiny_m
 
 
 def test_the_fingerprint_is_computed_once_per_set_of_files(tmp_path, tiny_model_dir, monkeypatch):
-    from rnacli.models import base_fingerprint
+    from rnacli.models.loading import base_fingerprint
 
     calls = []
     real = fingerprint_module._digest

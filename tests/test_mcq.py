@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from rnacli.distributed import Processes
 from rnacli.evaluate.mcq import choice_loglikelihoods, evaluate_mcq
 from rnacli.evaluate.prompts import CONTINUATIONS, prompt, question_text
 from rnacli.evaluate.scoring import continuation_loglikelihoods, layout_stats
+from rnacli.runtime.distributed import Processes
 from tests.conftest import qa_rows
 
 DESC = "The following are multiple choice questions (with answers) about {subject}.\n\n"

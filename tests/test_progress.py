@@ -1,4 +1,4 @@
-from rnacli import progress
+from rnacli import console as progress
 
 
 def test_logged_progress_reports_at_once_and_every_30_seconds(monkeypatch, capsys):

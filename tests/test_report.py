@@ -3,7 +3,7 @@ import json
 import pytest
 
 from rnacli.evaluate.comparison import compare
-from rnacli.report import comparison_plot, comparison_tables
+from rnacli.evaluate.report import comparison_plot, comparison_tables
 
 
 def entry(label, model, accs):

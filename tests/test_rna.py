@@ -4,10 +4,10 @@ import torch
 from rnacli.data.batches import document_batch
 from rnacli.errors import RnacliError
 from rnacli.methods import build_method, build_retain
-from rnacli.passes import Passes
+from rnacli.methods.rna import Noise, resolve_layers
 from rnacli.recipe import recipe_from_dict
-from rnacli.rna import Noise, resolve_layers
-from rnacli.step import unlearning_loss
+from rnacli.training.passes import Passes
+from rnacli.training.step import unlearning_loss
 from tests.conftest import tiny_recipe
 
 TRAINABLE = [f"model.layers.{i}.mlp.down_proj.weight" for i in (1, 2, 3)]
@@ -122,9 +122,9 @@ def test_step_noise_is_the_same_in_every_process(tiny_model_dir, corpora):
     code = (
         "import json, sys, torch\n"
         "from rnacli.recipe import recipe_from_dict\n"
-        "from rnacli.train import step_noise\n"
+        "from rnacli.training.loop import step_noise\n"
         "r = recipe_from_dict(json.loads(sys.argv[1]))\n"
-        "from rnacli.train import RNASetup\n"
+        "from rnacli.training.loop import RNASetup\n"
         "setup = RNASetup([3], 'reference', {3: 0.05})\n"
         "n = step_noise(r, setup, step=5, micro=0, device=torch.device('cpu'))\n"
         "print(n.sample_like(torch.zeros(3)).tolist())\n"
@@ -283,7 +283,7 @@ def test_noise_lands_only_in_the_chosen_sides_retain_pass(
 
 
 def test_activation_scale_is_the_median_per_token_mean_square():
-    from rnacli.rna import activation_scale, median_scale
+    from rnacli.methods.rna import activation_scale, median_scale
 
     hidden = torch.tensor(
         [[[1.0, 1.0], [2.0, -2.0], [50.0, 50.0]], [[3.0, 3.0], [0.0, 0.0], [7.0, 1.0]]]
@@ -300,9 +300,9 @@ def test_relative_scale_is_measured_on_the_first_retain_batches(tiny_model_dir, 
     layer over the run's first retain batches; recorded in env.json."""
     import json
 
-    from rnacli.models import load_model
-    from rnacli.rna import activation_scale, median_scale
-    from rnacli.train import SCALE_BATCHES, train, training_data
+    from rnacli.methods.rna import activation_scale, median_scale
+    from rnacli.models.loading import load_model
+    from rnacli.training.loop import SCALE_BATCHES, train, training_data
 
     raw = tiny_recipe(tiny_model_dir, corpora, "npo", "kl", rna=True)
     raw["rna"].update({"noise_scale": 0.25, "layers": [1, 2], "scale": "relative", "side": "model"})
@@ -327,7 +327,7 @@ def test_relative_scale_is_measured_on_the_first_retain_batches(tiny_model_dir, 
 def test_train_notes_a_setting_that_is_a_no_op_in_expectation(
     tiny_model_dir, corpora, tmp_path, capsys
 ):
-    from rnacli.train import train
+    from rnacli.training.loop import train
 
     raw = tiny_recipe(tiny_model_dir, corpora, "rmu", rna=True, train={"steps": 1})
     raw["rna"]["layers"] = 3  # the unlearn layer

@@ -7,7 +7,7 @@ import pytest
 
 from rnacli.errors import RnacliError
 from rnacli.recipe import recipe_from_dict
-from rnacli.sharding import check_fsdp, fsdp_plugin
+from rnacli.training.sharding import check_fsdp, fsdp_plugin
 from tests.conftest import tiny_recipe
 
 GOOD = {

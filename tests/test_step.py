@@ -8,14 +8,14 @@ import torch
 from safetensors.torch import load_file
 
 from rnacli.errors import RnacliError
-from rnacli.memory import in_module, peak_tensor_bytes
 from rnacli.methods import build_method, build_retain
-from rnacli.models import load_model
-from rnacli.passes import Passes
+from rnacli.methods.rna import Noise
+from rnacli.models.loading import load_model
 from rnacli.recipe import recipe_from_dict
-from rnacli.rna import Noise
-from rnacli.step import unlearning_backward
-from rnacli.train import load_for_training, train, training_data
+from rnacli.runtime.memory import in_module, peak_tensor_bytes
+from rnacli.training.loop import load_for_training, train, training_data
+from rnacli.training.passes import Passes
+from rnacli.training.step import unlearning_backward
 from tests.conftest import tiny_recipe
 from tests.test_train import ALL
 

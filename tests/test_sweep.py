@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from rnacli.analysis.sweep import parse_grid, point_name, points, sweep
 from rnacli.errors import RnacliError
-from rnacli.sweep import parse_grid, point_name, points, sweep
 from tests.conftest import tiny_recipe
 
 
@@ -46,7 +46,7 @@ def test_sweep_trains_evaluates_and_resumes(
     assert saved["rna"]["noise_scale"] == 0.05
 
     # a second call trains nothing: every point is done
-    import rnacli.train as train_module
+    import rnacli.training.loop as train_module
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished point was trained again")

@@ -5,9 +5,9 @@ import torch
 from safetensors.torch import load_file
 
 from rnacli.errors import RnacliError
-from rnacli.models import load_model
+from rnacli.models.loading import load_model
 from rnacli.recipe import recipe_from_dict
-from rnacli.train import train
+from rnacli.training.loop import train
 from tests.conftest import tiny_recipe
 
 ALL = [
@@ -103,7 +103,7 @@ def test_resume_after_a_kill_gives_the_same_weights(
     )
     whole = run(tmp_path, "whole", raw)
 
-    import rnacli.train as train_module
+    import rnacli.training.loop as train_module
 
     real = train_module.unlearning_backward
     calls = {"n": 0}
@@ -145,7 +145,7 @@ def test_existing_run_needs_resume_and_the_same_recipe(tmp_path, tiny_model_dir,
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
     tmp_path, tiny_model_dir, corpora, monkeypatch
 ):
-    import rnacli.train as train_module
+    import rnacli.training.loop as train_module
 
     real = train_module.unlearning_backward
     calls = {"n": 0}

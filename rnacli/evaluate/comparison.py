@@ -16,8 +16,8 @@ from typing import Any
 from rnacli.errors import RnacliError
 from rnacli.evaluate.metrics import recovery_rate, reduction_rate
 from rnacli.evaluate.results import read_eval
+from rnacli.files.text import read_json
 from rnacli.recipe import method_label
-from rnacli.text import read_json
 
 WMDP_AVG = "wmdp-avg"
 

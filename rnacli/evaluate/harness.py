@@ -18,13 +18,13 @@ import yaml
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rnacli.atomic import write_jsonl, write_text
-from rnacli.distributed import SINGLE, Processes
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import MCQResult
 from rnacli.evaluate.metrics import accuracy, accuracy_stderr
 from rnacli.evaluate.prompts import description as render_description
 from rnacli.evaluate.tasks import TaskDocs
+from rnacli.files.atomic import write_jsonl, write_text
+from rnacli.runtime.distributed import SINGLE, Processes
 
 # lm-eval's own MMLU/WMDP template; `description` names a field of each doc that holds the
 # rendered description line (MMLU's differs per subject).

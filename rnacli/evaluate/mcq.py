@@ -17,10 +17,10 @@ from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rnacli.data.records import QARecord
-from rnacli.distributed import SINGLE, Processes
 from rnacli.evaluate.metrics import accuracy, accuracy_stderr
 from rnacli.evaluate.prompts import CONTINUATIONS, scoring_request
 from rnacli.evaluate.scoring import ScoringStats, continuation_loglikelihoods
+from rnacli.runtime.distributed import SINGLE, Processes
 
 
 @dataclass

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from rnacli import __version__
-from rnacli.atomic import write_json
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import MCQResult
 from rnacli.evaluate.tasks import TaskDocs
-from rnacli.text import read_json
+from rnacli.files.atomic import write_json
+from rnacli.files.text import read_json
 
 EVAL_FILE = "eval.json"
 

@@ -12,15 +12,15 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rnacli.distributed import SINGLE, Processes, process_device
+from rnacli.console import console
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import MCQResult, evaluate_mcq
 from rnacli.evaluate.results import EVAL_FILE, is_eval_file, merge_eval, model_entry, task_entry
 from rnacli.evaluate.tasks import TaskDocs
-from rnacli.forward import decoder_layers, decoder_of
-from rnacli.models import is_run_dir, load_model, model_label
-from rnacli.progress import console
-from rnacli.rna import Noise, resolve_layers
+from rnacli.methods.rna import Noise, resolve_layers
+from rnacli.models.forward import decoder_layers, decoder_of
+from rnacli.models.loading import is_run_dir, load_model, model_label
+from rnacli.runtime.distributed import SINGLE, Processes, process_device
 
 BACKENDS = ("native", "lm-eval")
 

@@ -39,10 +39,10 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rnacli.console import progress_bar
 from rnacli.data.encoding import encode_pair
-from rnacli.distributed import SINGLE, Processes
-from rnacli.forward import PLAIN_DECODERS
-from rnacli.progress import progress_bar
+from rnacli.models.forward import PLAIN_DECODERS
+from rnacli.runtime.distributed import SINGLE, Processes
 
 MIN_SHARED_PREFIX = 4  # tokens; fewer are not worth a cache
 TREE_ATTENTION = ("sdpa", "eager")  # implementations that take a custom 4D mask

@@ -2,14 +2,15 @@
 
 RM methods compare layer-l activations; PO methods compare next-token distributions, either by
 KL(pi_ref || pi) or by the MSE of log-probabilities. With RNA, the noise rides in the retain
-pass of the side it names (`rnacli.rna`): the reference's (the target) or the updated model's."""
+pass of the side it names (`rnacli.methods.rna`): the reference's (the target) or the updated
+model's."""
 
 from __future__ import annotations
 
 import torch
 
 from rnacli.methods.reduce import masked_mean, masked_mse
-from rnacli.rna import noise_for
+from rnacli.methods.rna import noise_for
 
 
 def rm_retain_loss(z: torch.Tensor, z_ref: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

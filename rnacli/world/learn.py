@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from rich.progress import TextColumn
 
-from rnacli.atomic import atomic_dir, write_json, write_text
+from rnacli.console import console, make_progress
 from rnacli.data.batches import pad_sequences
 from rnacli.data.encoding import encode_pair
 from rnacli.data.records import LETTERS, QARecord
@@ -48,10 +48,10 @@ from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import evaluate_mcq
 from rnacli.evaluate.prompts import prompt
 from rnacli.evaluate.tasks import task_table
-from rnacli.fingerprint import files_fingerprint, weight_files
-from rnacli.models import load_model
-from rnacli.precision import autocast, cpu_verdict, use_autocast
-from rnacli.progress import console, make_progress
+from rnacli.files.atomic import atomic_dir, write_json, write_text
+from rnacli.models.fingerprint import files_fingerprint, weight_files
+from rnacli.models.loading import load_model
+from rnacli.runtime.precision import autocast, cpu_verdict, use_autocast
 from rnacli.world.generate import World, WorldSpec, generate, qa_sets
 from rnacli.world.store import LATEST, world_root
 from rnacli.world.vocab import ATTRIBUTES, MENTION
@@ -73,7 +73,9 @@ class LearnConfig:
     letter_share: float = 0.0  # retain facts asked as a letter question per epoch (see above)
     name_option_share: float = 0.2  # letter questions with another person's name as an option
     seed: int = 0
-    autocast: bool | str = "auto"  # bf16 autocast where measured faster (rnacli/precision.py)
+    autocast: bool | str = (
+        "auto"  # bf16 autocast where measured faster (rnacli/runtime/precision.py)
+    )
     target: float = 0.95  # a build below this on forget or retain facts warns
 
     @property

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rnacli.cache import cache_dir
 from rnacli.errors import RnacliError
+from rnacli.files.cache import cache_dir
 from rnacli.world.generate import WorldSpec
 
 LATEST = "latest"  # file naming the newest build of a world (a training configuration's key)

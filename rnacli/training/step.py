@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from rnacli.passes import Passes
-from rnacli.rna import Noise
+from rnacli.methods.rna import Noise
+from rnacli.training.passes import Passes
 
 # Logits per LM-head chunk at most. A chunk of the KL/MSE retain loss holds about 28 bytes per
 # logit (two logit tensors and five fp32 terms): 2^24 logits are ~0.45 GiB, whatever the

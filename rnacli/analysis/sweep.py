@@ -15,14 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rnacli.atomic import atomic_path, write_json
-from rnacli.checkpoint import CHECKPOINT, read_meta
+from rnacli.console import console, progress_bar
 from rnacli.data.perturb import keyword_sets, slug
 from rnacli.errors import RnacliError
 from rnacli.evaluate.results import EVAL_FILE, read_eval
-from rnacli.outputs import anything, check_folder, names
-from rnacli.progress import console, progress_bar
+from rnacli.files.atomic import atomic_path, write_json
 from rnacli.recipe import Recipe, load_recipe, parse_override
+from rnacli.runs.checkpoint import CHECKPOINT, read_meta
+from rnacli.runs.outputs import anything, check_folder, names
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -82,7 +82,7 @@ def _recipe_tasks(recipe: Recipe):
 def run_point(recipe_path: Path, point: dict[str, Any], run_dir: Path, extra: list[str]) -> None:
     """Train (resuming) and evaluate one grid point in this process."""
     from rnacli.evaluate.runner import evaluate_model
-    from rnacli.train import train
+    from rnacli.training.loop import train
 
     recipe = load_recipe(recipe_path, extra + overrides(point))
     train(recipe, run_dir, resume=True)

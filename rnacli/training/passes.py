@@ -27,7 +27,9 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from rnacli.data.batches import Seq
-from rnacli.forward import (
+from rnacli.methods.po import token_logprobs
+from rnacli.methods.rna import Noise, noise_for
+from rnacli.models.forward import (
     PLAIN_DECODERS,
     StopForward,
     decoder_layers,
@@ -36,8 +38,6 @@ from rnacli.forward import (
     split_layer_output,
     stop_after,
 )
-from rnacli.methods.po import token_logprobs
-from rnacli.rna import Noise, noise_for
 
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 

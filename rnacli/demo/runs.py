@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from rnacli.errors import RnacliError
-from rnacli.models import EMBEDDED_MODELS, is_run_dir
+from rnacli.models.loading import EMBEDDED_MODELS, is_run_dir
 
 QUICKSTART_ROOT = Path("runs/world")  # where `make quickstart` writes its runs (RUNS=runs)
 

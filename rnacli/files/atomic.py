@@ -88,7 +88,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder next to `path`; on success it replaces `path` as a whole.
 
     Between the two renames (old folder parked at `.NAME.old`, new one moved in) a kill leaves
-    no `path`; `rnacli.checkpoint.recover` puts the complete copy back for run folders."""
+    no `path`; `rnacli.runs.checkpoint.recover` puts the complete copy back for run folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

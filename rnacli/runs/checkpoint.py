@@ -5,7 +5,7 @@ with the base model's id and a fingerprint of the whole base.
     RUN/checkpoint/meta.json           base model, base fingerprint, step, tensor names
     RUN/checkpoint/optimizer.pt        optimizer state, for --resume
     RUN/checkpoint/master.safetensors  fp32 master copies of bf16/fp16 trained tensors, for
-                                       --resume (rnacli/master.py); absent in fp32 runs
+                                       --resume (rnacli/training/master.py); absent in fp32 runs
 
 A run folder loads anywhere `rnacli eval` takes a model (`models.load_run_model`): the base is
 loaded, checked against the fingerprint, and the delta applied. Runs written before the
@@ -32,9 +32,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from rnacli import __version__
-from rnacli.atomic import atomic_dir, stale_siblings, temp_name, write_json
+from rnacli.files.atomic import atomic_dir, stale_siblings, temp_name, write_json
 from rnacli.errors import RnacliError
-from rnacli.text import read_json
+from rnacli.files.text import read_json
 
 log = logging.getLogger(__name__)
 

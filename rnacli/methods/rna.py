@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from rnacli.errors import RnacliError
-from rnacli.forward import replace_layer_output, split_layer_output
+from rnacli.models.forward import replace_layer_output, split_layer_output
 
 PRESETS = ("early", "middle", "late", "all")
 

@@ -20,11 +20,11 @@ import numpy as np
 
 from rnacli.data.perturb import perturb_record, replaced_choice
 from rnacli.data.records import QARecord
+from rnacli.demo.answers import Request
+from rnacli.demo.bank import ModelBank
+from rnacli.demo.inputs import MAX_BATCH_QUESTIONS, Insertion, check_keyword
+from rnacli.demo.questions import QuestionSet
 from rnacli.errors import RnacliError
-from rnacli.probe.bank import ModelBank
-from rnacli.probe.inputs import MAX_BATCH_QUESTIONS, Insertion, check_keyword
-from rnacli.probe.questions import QuestionSet
-from rnacli.probe.scoring import Request
 
 
 @dataclass(frozen=True)

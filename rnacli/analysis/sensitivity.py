@@ -17,8 +17,9 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rnacli.console import progress_bar
 from rnacli.data.batches import document_batch
-from rnacli.forward import (
+from rnacli.models.forward import (
     PLAIN_DECODERS,
     StopForward,
     decoder_layers,
@@ -27,7 +28,6 @@ from rnacli.forward import (
     split_layer_output,
     stop_after,
 )
-from rnacli.progress import progress_bar
 
 
 def sensitivity_ratio(

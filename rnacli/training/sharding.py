@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from rnacli.errors import RnacliError
-from rnacli.forward import decoder_layers, decoder_of
+from rnacli.models.forward import decoder_layers, decoder_of
 from rnacli.recipe import Recipe
 
 

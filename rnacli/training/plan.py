@@ -34,9 +34,9 @@ from rich.table import Table
 from rich.text import Text
 
 from rnacli.errors import RnacliError
-from rnacli.forward import PLAIN_DECODERS
+from rnacli.models.forward import PLAIN_DECODERS
 from rnacli.recipe import Recipe, load_recipe
-from rnacli.step import head_chunk_tokens
+from rnacli.training.step import head_chunk_tokens
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -137,8 +137,8 @@ def model_config(spec: str, trust_remote_code: bool = False):
     """(transformers config, where it came from) for a recipe's model.name; reads no weights."""
     from transformers import AutoConfig
 
-    from rnacli.checkpoint import read_meta
-    from rnacli.models import EMBEDDED_MODELS, embedded_model_dir, is_run_dir
+    from rnacli.models.loading import EMBEDDED_MODELS, embedded_model_dir, is_run_dir
+    from rnacli.runs.checkpoint import read_meta
 
     path = Path(spec).expanduser()
     try:
@@ -184,7 +184,7 @@ def architecture(config, source: str = "", trust_remote_code: bool = False) -> A
     from transformers import AutoModelForCausalLM
     from transformers import logging as hf_logging
 
-    from rnacli.forward import decoder_layers, decoder_of
+    from rnacli.models.forward import decoder_layers, decoder_of
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -216,7 +216,7 @@ def architecture(config, source: str = "", trust_remote_code: bool = False) -> A
 
 def trainable_names(arch: Arch, recipe: Recipe) -> list[str]:
     """The parameters `rnacli train` would unfreeze (same regex, same error)."""
-    from rnacli.train import default_trainable
+    from rnacli.training.loop import default_trainable
 
     if recipe.method.layer >= arch.layers:
         raise RnacliError(
@@ -264,8 +264,8 @@ class Setting:
 
 
 def _setting(recipe: Recipe, device: str) -> Setting:
-    from rnacli.models import resolve_dtype
-    from rnacli.precision import use_autocast
+    from rnacli.models.loading import resolve_dtype
+    from rnacli.runtime.precision import use_autocast
 
     dtype = resolve_dtype(recipe.model.dtype, torch.device(device))
     weight = torch.empty((), dtype=dtype).element_size()
@@ -415,13 +415,14 @@ def estimate(
 
 
 def _masters(recipe: Recipe, s: Setting) -> bool:
-    """Whether the run keeps fp32 master copies of its trainable tensors (rnacli/master.py)."""
+    """Whether the run keeps fp32 master copies of its trainable tensors
+    (rnacli/training/master.py)."""
     return recipe.train.master_weights and s.weight < 4
 
 
 def _phases(recipe: Recipe, passes: list[Pass]) -> list[list[Pass]]:
     """Passes whose activations coexist: with train.split_backward the forget loss is
-    backpropagated before the retain passes run (rnacli/step.py)."""
+    backpropagated before the retain passes run (rnacli/training/step.py)."""
     if not recipe.train.split_backward:
         return [passes]
     retain = [p for p in passes if p.name.startswith("retain")]
@@ -433,7 +434,8 @@ def _static_parts(
 ) -> list[Part]:
     """Weights, reference, master weights, gradients and optimizer states. Under FSDP
     (`shard` > 1) only the frozen weights are sharded: rnacli keeps the trainable tensors whole
-    on every GPU (rnacli/sharding.py), so their gradients, masters and states are not divided."""
+    on every GPU (rnacli/training/sharding.py), so their gradients, masters and states are not
+    divided."""
     cfg, total = recipe.train, arch.params
     frozen = total - n_train
     if shard > 1:

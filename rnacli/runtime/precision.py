@@ -25,8 +25,8 @@ from typing import Literal
 
 import torch
 
-from rnacli.atomic import write_json
-from rnacli.cache import cache_dir
+from rnacli.files.atomic import write_json
+from rnacli.files.cache import cache_dir
 
 AutocastSetting = bool | Literal["auto"]
 SHAPE = (128, 576, 1536)  # rows x inner x outer: SmolLM2-135M's MLP up-projection

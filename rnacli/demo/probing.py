@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from rnacli.data.records import LETTERS, QARecord
-from rnacli.probe.bank import ModelBank
-from rnacli.probe.inputs import Insertion, check_keyword
-from rnacli.probe.questions import QuestionSet
-from rnacli.probe.scoring import Request
+from rnacli.demo.answers import Request
+from rnacli.demo.bank import ModelBank
+from rnacli.demo.inputs import Insertion, check_keyword
+from rnacli.demo.questions import QuestionSet
 
 
 @dataclass(frozen=True)

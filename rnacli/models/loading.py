@@ -15,9 +15,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers import logging as hf_logging
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rnacli.atomic import atomic_dir
-from rnacli.cache import SMOLLM2_GGUF, WheelAsset, cache_dir, fetch_asset
-from rnacli.checkpoint import (
+from rnacli.errors import RnacliError
+from rnacli.files.atomic import atomic_dir
+from rnacli.files.cache import SMOLLM2_GGUF, WheelAsset, cache_dir, fetch_asset
+from rnacli.models.fingerprint import files_fingerprint, weight_files
+from rnacli.runs.checkpoint import (
     CHECKPOINT,
     apply_delta,
     first_nonfinite,
@@ -25,9 +27,7 @@ from rnacli.checkpoint import (
     read_meta,
     tensors_hash,
 )
-from rnacli.errors import RnacliError
-from rnacli.fingerprint import files_fingerprint, weight_files
-from rnacli.outputs import check_folder, names
+from rnacli.runs.outputs import check_folder, names
 from rnacli.world.generate import parse_spec
 from rnacli.world.store import built_model
 
@@ -194,7 +194,7 @@ def _local_folder(source: Path | str) -> Path | None:
 
 
 def base_fingerprint(spec: str, model: PreTrainedModel | None = None) -> str:
-    """A fingerprint of the whole base `spec` (`rnacli.fingerprint`): its weight files'
+    """A fingerprint of the whole base `spec` (`rnacli.models.fingerprint`): its weight files'
     sha256, cached per file set. Where no weight files are found (an unusual layout), the
     loaded `model`'s parameters are hashed instead (`params-bf16:`), which needs it unquantized."""
     folder = _local_folder(model_source(spec))

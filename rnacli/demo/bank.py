@@ -19,13 +19,13 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rnacli.checkpoint import checked_delta, read_meta
+from rnacli.demo.answers import PromptScorer, Request, softmax
+from rnacli.demo.bank_cost import MemoryReport, process_rss, tensor_bytes
+from rnacli.demo.runs import base_spec_of, split_specs
+from rnacli.demo.world_sets import world_of_base
 from rnacli.errors import RnacliError
-from rnacli.models import base_fingerprint, load_model, model_label
-from rnacli.probe.memory import MemoryReport, process_rss, tensor_bytes
-from rnacli.probe.runs import base_spec_of, split_specs
-from rnacli.probe.scoring import PromptScorer, Request, softmax
-from rnacli.probe.world import world_of_base
+from rnacli.models.loading import base_fingerprint, load_model, model_label
+from rnacli.runs.checkpoint import checked_delta, read_meta
 from rnacli.world.generate import WorldSpec
 
 # Scores are deterministic (eval mode), so a question re-probed with another keyword only

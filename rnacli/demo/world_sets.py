@@ -15,9 +15,9 @@ from functools import cached_property
 from pathlib import Path
 
 from rnacli.data.records import QARecord
+from rnacli.demo.inputs import Insertion, insert_keyword
+from rnacli.demo.questions import QuestionSet, fits_the_page
 from rnacli.evaluate.tasks import task_table
-from rnacli.probe.inputs import Insertion, insert_keyword
-from rnacli.probe.questions import QuestionSet, fits_the_page
 from rnacli.world.generate import WorldSpec, generate, parse_spec, qa_sets
 from rnacli.world.store import world_of_model
 
