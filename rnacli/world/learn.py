@@ -29,10 +29,10 @@ a predictable time; its accuracy is checked at the end (`build.json`).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from rnacli.models.fingerprint import files_fingerprint, weight_files
 from rnacli.models.loading import load_model
 from rnacli.runtime.precision import autocast, cpu_verdict, use_autocast
 from rnacli.world.generate import World, WorldSpec, generate, qa_sets
-from rnacli.world.store import LATEST, world_root
+from rnacli.world.store import LATEST, read_cache_json, world_root
 from rnacli.world.vocab import ATTRIBUTES, MENTION
 
 log = logging.getLogger(__name__)
@@ -270,6 +270,158 @@ def world_accuracy(model, tokenizer, world: World, limit: int, seed: int) -> dic
     return out
 
 
+class WorldLearner:
+    """One build of a world, laid out as a training recipe: `setup()` loads the base and lays
+    out every epoch's batches, `train()` runs `train_epoch()` (one `train_step()` per batch),
+    `check()` scores the result, `save()` writes the model and `build.json`. `build` runs them.
+
+    `check` forget and retain questions (each form) are scored at the end; `probe` > 0 also
+    scores that many after every epoch (a learning curve in build.json; it costs time)."""
+
+    def __init__(
+        self, spec: WorldSpec, config: LearnConfig, *, check: int = 100, probe: int = 0
+    ) -> None:
+        self.spec, self.config = spec, config
+        self.check_questions, self.probe = check, probe
+        self.history: list[dict[str, Any]] = []
+        self.tokens = self.scored = 0  # tokens computed, and of those the scored ones
+        self.seconds: dict[str, float] = {}
+
+    def setup(self) -> None:
+        """The world, the base model, the optimizer and schedule, every epoch's batches. The
+        order of the seeded draws is the world's fingerprint: keep it."""
+        config = self.config
+        self.world = generate(self.spec)
+        self.started = time.perf_counter()
+        self.model, self.tokenizer = load_model(config.base, device="auto")
+        self.device = next(self.model.parameters()).device
+        self.bf16 = use_autocast(config.autocast, self.device)
+        # Deterministic kernels where torch has a choice: two builds on one machine give one model.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.manual_seed(config.seed)
+        self.model.train()
+        # Every weight of the layers from `first_layer` up trains. The embeddings and the lower
+        # layers (which turn sub-word tokens into names) stay frozen: the backward pass stops at
+        # `first_layer`, and the facts are stored above the layers that unlearning changes (6-8),
+        # which cut them off from the names.
+        params = trainable_layers(self.model, config.first_layer)
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0, fused=fused)
+        self.head = self.model.get_output_embeddings()
+        self.epochs = [
+            encode_items(
+                self.tokenizer,
+                fact_pairs(self.world, e, config) + letter_pairs(self.world, e, config),
+            )
+            for e in range(config.epochs)
+        ]
+        rng = random.Random(config.seed)
+        self.plan = [length_batches(items, config.batch_size, rng) for items in self.epochs]
+        self.steps = sum(len(batches) for batches in self.plan)
+        self.scheduler = schedule(self.optimizer, self.steps, config.warmup)
+        self.seconds["loading"] = time.perf_counter() - self.started
+
+    def train_step(self, items: list[Item], indices: list[int]) -> float:
+        """One optimizer step on the batch `indices` of `items`; returns its loss (nats per
+        scored token)."""
+        seq = pad_sequences(
+            [items[i][0] for i in indices],
+            [items[i][1] for i in indices],
+            self.tokenizer.pad_token_id,
+        ).to(self.device)
+        with autocast(self.bf16, self.device):
+            loss = value_loss(self.model, self.head, seq)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.tokens += int(seq.attention_mask.sum())
+        self.scored += int(seq.target_mask[:, 1:].sum())
+        return loss.item()
+
+    def train_epoch(self, epoch: int, advance: Callable[[str], None]) -> dict[str, Any]:
+        """Every batch of `epoch` (0-based), `advance(status)` after each; returns the epoch's
+        row of the history: mean loss, seconds since setup began, the probe's accuracy."""
+        items, losses = self.epochs[epoch], []
+        for indices in self.plan[epoch]:
+            losses.append(self.train_step(items, indices))
+            advance(f"epoch {epoch + 1}/{self.config.epochs} loss {losses[-1]:.3f}")
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": round(sum(losses) / len(losses), 4),
+            "seconds": round(time.perf_counter() - self.started, 1),
+        }
+        if self.probe:
+            row["accuracy"] = self.accuracy(self.probe)
+        self.history.append(row)
+        log.info("epoch %d: %s", epoch + 1, row)
+        return row
+
+    def train(self) -> None:
+        """Every epoch, behind one progress bar over all the steps."""
+        with make_progress(TextColumn("{task.fields[status]}")) as progress:
+            bar = progress.add_task(
+                f"learning the world ({len(self.world.people)} people, "
+                f"{len(self.epochs[0])} items an epoch)",
+                total=self.steps,
+                status="",
+            )
+            for epoch in range(len(self.epochs)):
+                self.train_epoch(epoch, lambda s: progress.update(bar, advance=1, status=s))
+        self.seconds["training"] = time.perf_counter() - self.started - self.seconds["loading"]
+
+    def accuracy(self, limit: int) -> dict[str, float]:
+        return world_accuracy(self.model, self.tokenizer, self.world, limit, self.config.seed + 1)
+
+    def check(self) -> dict[str, float]:
+        """The final accuracy (`world_accuracy` on `check` questions); a cloze accuracy below
+        the config's target is a warning, not an error (the model is still saved)."""
+        done = time.perf_counter()
+        self.model.eval()
+        self.final = self.accuracy(self.check_questions)
+        low = {
+            k: v for k, v in self.final.items() if not k.endswith("-mcq") and v < self.config.target
+        }
+        if low:
+            log.warning(
+                "the world was learned to %s, below the target %.0f%%",
+                ", ".join(f"{k} {100 * v:.1f}%" for k, v in low.items()),
+                100 * self.config.target,
+            )
+        self.seconds["check"] = time.perf_counter() - done
+        return self.final
+
+    def save(self, folder: Path) -> None:
+        """`folder`/model (weights, tokenizer, world.json) and `folder`/build.json, atomically."""
+        with atomic_dir(folder) as tmp:
+            self.model.save_pretrained(tmp / "model")
+            self.tokenizer.save_pretrained(tmp / "model")
+            write_json(
+                tmp / "model" / "world.json", self.world.to_dict()
+            )  # a model knows its world
+            write_json(tmp / "build.json", self.record(tmp / "model"))
+
+    def record(self, model_folder: Path) -> dict[str, Any]:
+        """build.json: the settings, the learning curve, the budget, the timings, the check."""
+        return {
+            "spec": asdict(self.spec),
+            "learn": asdict(self.config),
+            "learn_version": LEARN_VERSION,
+            "history": self.history,
+            "items_per_epoch": [len(items) for items in self.epochs],
+            "tokens": self.tokens,
+            "scored_tokens": self.scored,
+            "steps": self.steps,
+            "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+            "autocast_bf16": self.bf16,
+            **({"cpu_matmul": cpu_verdict()} if self.device.type == "cpu" else {}),
+            "accuracy": {k: round(v, 4) for k, v in self.final.items()},
+            "check_questions": self.check_questions,
+            # what every run on this base records: two machines' bases compare by it
+            "fingerprint": files_fingerprint(weight_files(model_folder)),
+        }
+
+
 def build(
     spec: WorldSpec,
     config: LearnConfig | None = None,
@@ -278,119 +430,26 @@ def build(
     check: int = 100,
     probe: int = 0,
 ) -> Path:
-    """Fine-tune the base on `spec`'s world; return the cached model folder. `check` forget and
-    retain questions (each form) are scored at the end; `probe` > 0 also scores that many after
-    every epoch (a learning curve in build.json, for profiling; it costs time)."""
+    """Fine-tune the base on `spec`'s world (`WorldLearner`); return the cached model folder,
+    reused unless `force`."""
     config = config or LearnConfig()
     folder = world_dir(spec, config)
     if (folder / "model" / "config.json").exists() and not force:
-        console.print(f"world model cached: {folder / 'model'}")
-        write_text(folder.parent / LATEST, config.key)
-        return folder / "model"
-    world = generate(spec)
-    started = time.perf_counter()
-    model, tokenizer = load_model(config.base, device="auto")
-    device = next(model.parameters()).device
-    bf16 = use_autocast(config.autocast, device)
-    # Deterministic kernels where torch has a choice: two builds on one machine give one model.
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.manual_seed(config.seed)
-    model.train()
-    # Every weight of the layers from `first_layer` up trains. The embeddings and the lower
-    # layers (which turn sub-word tokens into names) stay frozen: the backward pass stops at
-    # `first_layer`, and the facts are stored above the layers that unlearning changes (6-8),
-    # which cut them off from the names.
-    params = trainable_layers(model, config.first_layer)
-    optimizer = torch.optim.AdamW(
-        params, lr=config.lr, weight_decay=0.0, fused=device.type in ("cpu", "cuda")
-    )
-    head = model.get_output_embeddings()
-    epochs = [
-        encode_items(tokenizer, fact_pairs(world, e, config) + letter_pairs(world, e, config))
-        for e in range(config.epochs)
-    ]
-    rng = random.Random(config.seed)
-    plan = [length_batches(items, config.batch_size, rng) for items in epochs]
-    total = sum(len(batches) for batches in plan)
-    scheduler = schedule(optimizer, total, config.warmup)
-    history: list[dict[str, Any]] = []
-    tokens = scored = 0
-    loading = time.perf_counter() - started
-    with make_progress(TextColumn("{task.fields[status]}")) as progress:
-        bar = progress.add_task(
-            f"learning the world ({len(world.people)} people, {len(epochs[0])} items an epoch)",
-            total=total,
-            status="",
-        )
-        for epoch, (items, batches) in enumerate(zip(epochs, plan, strict=True)):
-            losses = []
-            for indices in batches:
-                seq = pad_sequences(
-                    [items[i][0] for i in indices],
-                    [items[i][1] for i in indices],
-                    tokenizer.pad_token_id,
-                ).to(device)
-                with autocast(bf16, device):
-                    loss = value_loss(model, head, seq)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                tokens += int(seq.attention_mask.sum())
-                scored += int(seq.target_mask[:, 1:].sum())
-                status = f"epoch {epoch + 1}/{config.epochs} loss {loss.item():.3f}"
-                progress.update(bar, advance=1, status=status)
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "loss": round(sum(losses) / len(losses), 4),
-                "seconds": round(time.perf_counter() - started, 1),
-            }
-            if probe:
-                row["accuracy"] = world_accuracy(model, tokenizer, world, probe, config.seed + 1)
-            history.append(row)
-            log.info("epoch %d: %s", epoch + 1, row)
-    trained = time.perf_counter() - started
-    model.eval()
-    accuracy = world_accuracy(model, tokenizer, world, check, config.seed + 1)
-    low = {k: v for k, v in accuracy.items() if not k.endswith("-mcq") and v < config.target}
-    if low:
-        log.warning(
-            "the world was learned to %s, below the target %.0f%%",
-            ", ".join(f"{k} {100 * v:.1f}%" for k, v in low.items()),
-            100 * config.target,
-        )
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp / "model")
-        tokenizer.save_pretrained(tmp / "model")
-        write_json(tmp / "model" / "world.json", world.to_dict())  # a model knows its world
-        write_json(
-            tmp / "build.json",
-            {
-                "spec": asdict(spec),
-                "learn": asdict(config),
-                "learn_version": LEARN_VERSION,
-                "history": history,
-                "items_per_epoch": [len(items) for items in epochs],
-                "tokens": tokens,
-                "scored_tokens": scored,
-                "steps": total,
-                "seconds": {
-                    "loading": round(loading, 1),
-                    "training": round(trained - loading, 1),
-                    "check": round(time.perf_counter() - started - trained, 1),
-                },
-                "autocast_bf16": bf16,
-                **({"cpu_matmul": cpu_verdict()} if device.type == "cpu" else {}),
-                "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
-                "check_questions": check,
-                # what every run on this base records: two machines' bases compare by it
-                "fingerprint": files_fingerprint(weight_files(tmp / "model")),
-            },
-        )
+        console.print(f"world model cached: {folder / 'model'}", markup=False)
+    else:
+        learner = WorldLearner(spec, config, check=check, probe=probe)
+        learner.setup()
+        learner.train()
+        learner.check()
+        learner.save(folder)
     write_text(folder.parent / LATEST, config.key)
     return folder / "model"
 
 
+BUILD_KEYS = ("history", "seconds", "accuracy", "check_questions", "fingerprint")
+
+
 def build_info(spec: WorldSpec, config: LearnConfig | None = None) -> dict:
-    return json.loads((world_dir(spec, config) / "build.json").read_text())
+    """The build's `build.json` (see `WorldLearner.record`); a damaged one is one RnacliError
+    line naming the file."""
+    return read_cache_json(world_dir(spec, config) / "build.json", BUILD_KEYS)
