@@ -28,15 +28,14 @@ import torch
 
 from rnacli.data import load_corpus
 from rnacli.data.batches import Seq, StepBatch, document_batch
-from rnacli.methods import build_method, build_retain
 from rnacli.methods.rna import Noise
 from rnacli.models.loading import load_model
-from rnacli.recipe import MethodConfig, TrainConfig, recipe_from_dict
+from rnacli.recipe import Recipe, TrainConfig, recipe_from_dict
 from rnacli.runtime.memory import in_module, peak_tensor_bytes
-from rnacli.training.loop import default_trainable, select_trainable
-from rnacli.training.passes import Passes
+from rnacli.training.loop import UnlearningRecipe
 from rnacli.training.plan import architecture, estimate, model_config
-from rnacli.training.step import head_chunk_tokens, unlearning_backward
+from rnacli.training.setup import default_trainable, select_trainable
+from rnacli.training.step import unlearning_backward
 
 # Passes settings and the split backward; the recipe keys they correspond to, for the plan.
 # Our LM-head chunk is the recipe default's (1024 tokens, capped at 2^24 logits: 341 tokens
@@ -84,32 +83,50 @@ def make_batch(tokenizer, tokens: int, size: int, synthetic: bool = False) -> St
     return StepBatch(0, 0, forget, retain)
 
 
-def setup(model, trainable, method_name, retain_loss, engineering):
-    cfg = MethodConfig(name=method_name, retain_loss=retain_loss)
-    method = build_method(cfg, model.config.hidden_size, 1, seed=0)
-    settings = {k: v for k, v in engineering.items() if k != "split"}
-    if settings["chunk_tokens"]:
-        settings["chunk_tokens"] = head_chunk_tokens(
-            settings["chunk_tokens"], len(model.lm_head.weight)
-        )
-    passes = Passes(model, list(trainable), **settings)
-    optimizer = torch.optim.AdamW(list(trainable.values()), lr=1e-6)
-    return method, build_retain(cfg), passes, optimizer, engineering["split"]
+def step_recipe(args, method: str, retain_loss: str | None, engineering: dict) -> Recipe:
+    """The recipe of the measured step: what `rnacli plan` estimates and what the step runs."""
+    train = {RECIPE_KEYS[k]: v for k, v in engineering.items()}
+    train["logits_chunk"] = train["logits_chunk"] or 0
+    train["autocast"] = args.autocast
+    return recipe_from_dict(
+        {
+            "model": {"name": args.model, "device": args.device},
+            "data": {
+                "forget": ["benchmark"],
+                "retain": "benchmark",
+                "forget_max_length": args.tokens,
+                "retain_max_length": args.tokens,
+                "batch_size": args.batch,
+            },
+            "method": {"name": method, "retain_loss": retain_loss, "layer": 7},
+            "train": train,
+        },
+        "train_step.toml",
+    )
 
 
-def one_step(model, parts, batch, rna: bool, step: int) -> float:
-    method, retain, passes, optimizer, split = parts
+def setup(args, loaded, method: str, retain_loss: str | None, engineering) -> UnlearningRecipe:
+    """The run's method, passes and optimizer on the loaded model (the recipe's own setup)."""
+    run = UnlearningRecipe(step_recipe(args, method, retain_loss, engineering))
+    run.setup_model(loaded)
+    run.setup_method()
+    run.setup_optimizer()
+    return run
+
+
+def one_step(run: UnlearningRecipe, batch, rna: bool, step: int) -> float:
     device = batch.forget.input_ids.device
     noise = Noise([7], 0.03, torch.Generator(device).manual_seed(step)) if rna else None
     _sync(device)
     start = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
+    run.optimizer.zero_grad(set_to_none=True)
     batch.forget.cache.clear()
     batch.retain.cache.clear()
+    split = run.cfg.split_backward
     unlearning_backward(
-        method, retain, passes, batch, 100.0, noise, split=split, run_forward=in_module
+        run.method, run.retain, run.passes, batch, 100.0, noise, split=split, run_forward=in_module
     )
-    optimizer.step()
+    run.optimizer.step()
     _sync(device)
     return time.perf_counter() - start
 
@@ -122,40 +139,25 @@ def _sync(device: torch.device) -> None:
 def planned_peak(args, engineering: dict) -> int:
     """What `rnacli plan` estimates for the same NPO+KL step (tensor bytes: on CUDA without
     the context and allocator allowance, which MemTracker does not see either)."""
-    train = {RECIPE_KEYS[k]: v for k, v in engineering.items()}
-    train["logits_chunk"] = train["logits_chunk"] or 0
-    train["autocast"] = args.autocast
-    recipe = recipe_from_dict(
-        {
-            "model": {"name": args.model, "device": args.device},
-            "data": {
-                "forget": ["benchmark"],
-                "retain": "benchmark",
-                "forget_max_length": args.tokens,
-                "retain_max_length": args.tokens,
-                "batch_size": args.batch,
-            },
-            "method": {"name": "npo", "retain_loss": "kl", "layer": 7},
-            "train": train,
-        },
-        "train_step.toml",
-    )
+    recipe = step_recipe(args, "npo", "kl", engineering)
     config, source = model_config(args.model)
     device = torch.device(args.device).type
     return estimate(recipe, architecture(config, source), device=device)["tensor_bytes"]
 
 
-def peak_memory(model, trainable, batch, engineering, device: torch.device) -> int:
+def peak_memory(args, loaded, batch, engineering, device: torch.device) -> int:
     """Peak bytes of all tensors during one NPO+KL step (model weights included; a deep-copied
     reference is created inside the measured step, so it counts)."""
-    holder = {}
+    run = UnlearningRecipe(step_recipe(args, "npo", "kl", engineering))
+    run.setup_model(loaded)
 
     def work() -> None:
-        holder["parts"] = setup(model, trainable, "npo", "kl", engineering)
-        one_step(model, holder["parts"], batch, rna=True, step=0)
+        run.setup_method()
+        run.setup_optimizer()
+        one_step(run, batch, rna=True, step=0)
 
-    peak = peak_tensor_bytes(work, model, device=device)["Total"]
-    holder["parts"][2].ref_model = None
+    peak = peak_tensor_bytes(work, loaded[0], device=device)["Total"]
+    run.passes.ref_model = None
     return peak
 
 
@@ -182,24 +184,25 @@ def main() -> None:
     )
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.autocast)
+    loaded = (model, tokenizer, trainable)
     if not args.memory_only:
-        timings(args, model, trainable, batch, autocast)
-    memory(args, model, trainable, batch, autocast, device)
+        timings(args, loaded, batch, autocast)
+    memory(args, loaded, batch, autocast, device)
 
 
-def timings(args, model, trainable, batch, autocast) -> None:
+def timings(args, loaded, batch, autocast) -> None:
     configs = {
-        "rmu ours": (setup(model, trainable, "rmu", None, OURS), False),
-        "rmu ours + RNA": (setup(model, trainable, "rmu", None, OURS), True),
-        "rmu reference-code style": (setup(model, trainable, "rmu", None, REFERENCE_STYLE), False),
-        "npo+kl ours": (setup(model, trainable, "npo", "kl", OURS), False),
-        "npo+kl ours + RNA": (setup(model, trainable, "npo", "kl", OURS), True),
+        "rmu ours": (setup(args, loaded, "rmu", None, OURS), False),
+        "rmu ours + RNA": (setup(args, loaded, "rmu", None, OURS), True),
+        "rmu reference-code style": (setup(args, loaded, "rmu", None, REFERENCE_STYLE), False),
+        "npo+kl ours": (setup(args, loaded, "npo", "kl", OURS), False),
+        "npo+kl ours + RNA": (setup(args, loaded, "npo", "kl", OURS), True),
     }
     times: dict[str, list[float]] = {name: [] for name in configs}
     with autocast:
         for rep in range(args.reps + 1):  # the first round warms up
-            for name, (parts, rna) in configs.items():
-                seconds = one_step(model, parts, batch, rna, rep)
+            for name, (run, rna) in configs.items():
+                seconds = one_step(run, batch, rna, rep)
                 if rep:
                     times[name].append(seconds)
     median = {name: statistics.median(values) for name, values in times.items()}
@@ -212,11 +215,11 @@ def timings(args, model, trainable, batch, autocast) -> None:
     print(
         f"RMU step, ours vs reference-code style (two models, full forward): {speedup:.2f}x faster"
     )
-    for name in configs:
-        configs[name][0][2].ref_model = None  # free the copies before measuring memory
+    for run, _ in configs.values():
+        run.passes.ref_model = None  # free the copies before measuring memory
 
 
-def memory(args, model, trainable, batch, autocast, device: torch.device) -> None:
+def memory(args, loaded, batch, autocast, device: torch.device) -> None:
     variants = {
         "ours": OURS,
         "ours, one backward": {**OURS, "split": False},
@@ -227,7 +230,7 @@ def memory(args, model, trainable, batch, autocast, device: torch.device) -> Non
     print("NPO+KL step peak memory (all tensors, MemTracker) and rnacli plan's estimate:")
     for name, engineering in variants.items():
         with autocast:
-            peaks[name] = peak_memory(model, trainable, batch, engineering, device)
+            peaks[name] = peak_memory(args, loaded, batch, engineering, device)
         planned = planned_peak(args, engineering)
         print(
             f"  {name:24s} measured {peaks[name] / mib:6.0f} MiB   plan {planned / mib:6.0f} MiB "

@@ -11,24 +11,21 @@ run.
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from rnacli.errors import RnacliError
 from rnacli.files.text import read_text
+from rnacli.methods.registry import METHODS, method_label
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-RM = ("rmu", "adaptive_rmu", "rsv")
-PO = ("npo", "dpo", "simnpo")
-# Paper defaults (Appendix A.4): c for RMU/RSV, beta for Adaptive RMU and the PO methods.
-DEFAULT_COEFF = {"rmu": 6.5, "rsv": 10.0}
-DEFAULT_BETA = {"adaptive_rmu": 3.0, "npo": 0.1, "dpo": 0.1, "simnpo": 0.1}
 DEFAULT_EVAL_TASKS = [
     "wmdp-bio",
     "wmdp-cyber",
@@ -48,28 +45,42 @@ MAX_LR = 1.0
 MAX_COEFF = 1e6  # alpha, steering coefficient, beta, gamma, RNA's variance
 
 
+def _f(default: Any = ..., description: str = "", **limits: Any) -> Any:
+    """A field with its description (shown by `rnacli recipes --keys`)."""
+    return Field(default, description=description, **limits)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
-    name: str = "smollm2-135m"
-    dtype: str = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    # bitsandbytes-quantized weights for evaluation (CUDA only); training needs full precision
-    load_in: Literal["8bit", "4bit"] | None = None
+    """[model]: the base model to unlearn and where it runs."""
+
+    name: str = _f("smollm2-135m", "Hub id, local folder, .gguf file, or smollm2-135m / world")
+    dtype: str = _f("auto", "auto, fp32, bf16 or fp16 (auto: bf16 on a GPU that has it)")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    trust_remote_code: bool = _f(False, "run the model repository's own code (Hub models)")
+    load_in: Literal["8bit", "4bit"] | None = _f(
+        None, "bitsandbytes-quantized weights, for evaluation only (training needs full precision)"
+    )
 
 
 class DataConfig(_Section):
-    forget: list[str] = Field(min_length=1)
-    forget_max_length: int | list[int] = 512
-    retain: str = "wikitext"
-    retain_max_length: int = Field(512, ge=8, le=MAX_LENGTH)
-    refusal: str = "idk"
-    batch_size: int = Field(4, ge=1, le=MAX_BATCH)
-    max_samples: int | None = Field(None, ge=1)
-    min_chars: int = Field(50, ge=0)
+    """[data]: the forget corpora, the retain corpus and how they are batched."""
+
+    forget: list[str] = _f(
+        description="forget corpora (wmdp-bio, a .jsonl/.txt file, world-forget, ...); steps "
+        "cycle through them",
+        min_length=1,
+    )
+    forget_max_length: int | list[int] = _f(512, "tokens per forget sequence (one per corpus)")
+    retain: str = _f("wikitext", "retain corpus (wikitext, a file, world-retain, ...)")
+    retain_max_length: int = _f(512, "tokens per retain sequence", ge=8, le=MAX_LENGTH)
+    refusal: str = _f("idk", "refusal sentences, DPO's preferred answers")
+    batch_size: int = _f(4, "sequences per batch (forget and retain alike)", ge=1, le=MAX_BATCH)
+    max_samples: int | None = _f(None, "documents drawn per forget corpus (all: unset)", ge=1)
+    min_chars: int = _f(50, "documents shorter than this (characters) are dropped", ge=0)
 
     @model_validator(mode="after")
     def _lengths(self) -> DataConfig:
@@ -88,46 +99,39 @@ class DataConfig(_Section):
         return self
 
 
-METHOD_NAMES = {
-    "rmu": "RMU",
-    "adaptive_rmu": "Adaptive RMU",
-    "rsv": "RSV",
-    "npo": "NPO",
-    "dpo": "DPO",
-    "simnpo": "SimNPO",
-}
-
-
-def method_label(name: str, retain_loss: str | None) -> str:
-    """The method as the paper names it: RMU (RM methods), NPO+KL, DPO+MSE, ..."""
-    suffix = "" if retain_loss in (None, "rm") else f"+{retain_loss.upper()}"
-    return METHOD_NAMES.get(name, name) + suffix
-
-
 class MethodConfig(_Section):
-    name: Literal["rmu", "adaptive_rmu", "rsv", "npo", "dpo", "simnpo"]
-    retain_loss: Literal["rm", "kl", "mse"] | None = None
-    layer: int = Field(7, ge=0, le=10_000)
-    alpha: float | list[float] = 1.0
-    steering_coeff: float | None = Field(None, gt=0, le=MAX_COEFF)
-    beta: float | None = Field(None, gt=0, le=MAX_COEFF)
-    gamma: float = Field(0.0, ge=-MAX_COEFF, le=MAX_COEFF)
-    prompt_tokens: int = Field(32, ge=1, le=MAX_LENGTH)
+    """[method]: the unlearning method (`rnacli.methods.registry` lists them) and its losses."""
+
+    name: str = _f(description=" | ".join(METHODS) + " (rnacli.methods.registry)")
+    retain_loss: str | None = _f(None, "rm for RM methods (the default); kl or mse for PO ones")
+    layer: int = _f(7, "unlearn layer l: RM losses read its output", ge=0, le=10_000)
+    alpha: float | list[float] = _f(1.0, "retain-loss weight, one per forget corpus")
+    steering_coeff: float | None = _f(
+        None, "c of RMU and RSV (default 6.5, 10)", gt=0, le=MAX_COEFF
+    )
+    beta: float | None = _f(
+        None, "beta of Adaptive RMU (3) and of the PO methods (0.1)", gt=0, le=MAX_COEFF
+    )
+    gamma: float = _f(0.0, "SimNPO's reward margin", ge=-MAX_COEFF, le=MAX_COEFF)
+    prompt_tokens: int = _f(32, "DPO: forget tokens that make the prompt x", ge=1, le=MAX_LENGTH)
 
     @model_validator(mode="after")
     def _defaults(self) -> MethodConfig:
-        if self.name in RM:
-            if self.retain_loss not in (None, "rm"):
-                raise ValueError(f"retain_loss: {self.name} uses 'rm', not '{self.retain_loss}'")
-            self.retain_loss = "rm"
-        elif self.retain_loss not in ("kl", "mse"):
-            raise ValueError(f"retain_loss: {self.name} needs 'kl' or 'mse'")
-        if self.steering_coeff is not None and self.name not in DEFAULT_COEFF:
-            raise ValueError(f"steering_coeff: not used by {self.name} (only rmu, rsv)")
-        if self.beta is not None and self.name not in DEFAULT_BETA:
-            raise ValueError(f"beta: not used by {self.name}")
-        self.steering_coeff = self.steering_coeff or DEFAULT_COEFF.get(self.name)
-        self.beta = self.beta or DEFAULT_BETA.get(self.name)
+        if self.name not in METHODS:
+            raise ValueError(f"name: unknown method {self.name!r} (known: {', '.join(METHODS)})")
+        spec = METHODS[self.name]
+        if self.retain_loss is None and len(spec.retain_losses) == 1:
+            self.retain_loss = spec.retain_losses[0]
+        if self.retain_loss not in spec.retain_losses:
+            wanted = " or ".join(f"'{r}'" for r in spec.retain_losses)
+            got = "" if self.retain_loss is None else f", not '{self.retain_loss}'"
+            raise ValueError(f"retain_loss: {self.name} needs {wanted}{got}")
+        for key in ("steering_coeff", "beta"):
+            if getattr(self, key) is not None and spec.coefficient != key:
+                users = ", ".join(m for m, s in METHODS.items() if s.coefficient == key)
+                raise ValueError(f"{key}: not used by {self.name} (only {users})")
+        if spec.coefficient is not None and getattr(self, spec.coefficient) is None:
+            setattr(self, spec.coefficient, spec.default)
         alphas = [self.alpha] if isinstance(self.alpha, float | int) else self.alpha
         if any(a < 0 for a in alphas):
             raise ValueError("alpha: retain weights must be >= 0")
@@ -137,7 +141,8 @@ class MethodConfig(_Section):
 
     @property
     def family(self) -> str:
-        return "rm" if self.name in RM else "po"
+        """ "rm" or "po" (`rnacli.methods.registry.MethodSpec.family`)."""
+        return METHODS[self.name].family
 
     @property
     def label(self) -> str:
@@ -146,15 +151,29 @@ class MethodConfig(_Section):
 
 
 class RNAConfig(_Section):
-    enabled: bool = False
-    # nu: the noise variance (absolute), or its fraction of the layer's activation scale
-    noise_scale: float = Field(0.0, ge=0, le=MAX_COEFF)
-    layers: int | list[int] | Literal["early", "middle", "late", "all"] | None = None
-    # reference: Algorithm 1 (the frozen reference's retain pass, the target moves);
-    # model: Assumption 5.1 (the updated model's own retain pass, the target clean)
-    side: Literal["reference", "model"] = "reference"
-    # absolute: nu is the variance; relative: nu x the median per-token mean of z^2 at the layer
-    scale: Literal["absolute", "relative"] = "absolute"
+    """[rna]: Random Noise Augmentation (paper Algorithm 1): Gaussian noise on the retain pass."""
+
+    enabled: bool = _f(False, "add RNA's noise")
+    noise_scale: float = _f(
+        0.0,
+        "nu: the noise variance (scale = absolute), or its fraction of the layer's activation "
+        "scale (scale = relative)",
+        ge=0,
+        le=MAX_COEFF,
+    )
+    layers: int | list[int] | Literal["early", "middle", "late", "all"] | None = _f(
+        None, "decoder layers whose output gets noise (default: method.layer)"
+    )
+    side: Literal["reference", "model"] = _f(
+        "reference",
+        "reference: the frozen reference's retain pass (Algorithm 1, the target moves); "
+        "model: the updated model's own retain pass (Assumption 5.1)",
+    )
+    scale: Literal["absolute", "relative"] = _f(
+        "absolute",
+        "absolute: nu is the variance; relative: nu x the median per-token mean of z^2 at "
+        "the layer, measured on the first retain batches",
+    )
 
     @model_validator(mode="after")
     def _scale(self) -> RNAConfig:
@@ -164,45 +183,60 @@ class RNAConfig(_Section):
 
 
 class TrainConfig(_Section):
-    steps: int = Field(500, ge=1, le=MAX_STEPS)
-    lr: float = Field(5e-5, gt=0, le=MAX_LR)
-    weight_decay: float = Field(0.01, ge=0, le=10.0)
-    grad_accum: int = Field(1, ge=1, le=MAX_BATCH)
-    max_grad_norm: float | None = Field(None, gt=0)
-    seed: int = 0
-    # Regex over parameter names; default: mlp.down_proj of layers l-2..l (the paper's choice).
-    trainable: str | None = None
-    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
-    checkpoint_every: int = Field(50, ge=1, le=MAX_STEPS)
-    # bf16 autocast: "auto" uses it where a micro-benchmark finds it faster
-    # (rnacli/runtime/precision.py)
-    autocast: bool | Literal["auto"] = "auto"
-    gradient_checkpointing: bool = False
-    # fp32 master copies of trainable tensors held in bf16/fp16, stepped by the optimizer and
-    # rounded into the model after each step (rnacli/training/master.py); no effect on an fp32 model
-    master_weights: bool = True
+    """[train]: the optimisation, and engineering switches that change memory, not results."""
+
+    steps: int = _f(500, "optimizer steps (each on one forget corpus, in turn)", ge=1, le=MAX_STEPS)
+    lr: float = _f(5e-5, "AdamW learning rate (constant)", gt=0, le=MAX_LR)
+    weight_decay: float = _f(0.01, "AdamW weight decay", ge=0, le=10.0)
+    grad_accum: int = _f(1, "micro-batches per step", ge=1, le=MAX_BATCH)
+    max_grad_norm: float | None = _f(None, "clip the gradient's norm (unset: no clipping)", gt=0)
+    seed: int = _f(0, "seed of batches, random directions, refusals and RNA noise")
+    trainable: str | None = _f(
+        None, "regex over parameter names (default: mlp.down_proj of layers l-2..l, the paper's)"
+    )
+    optimizer: Literal["adamw", "adamw8bit"] = _f(
+        "adamw", "adamw (torch) or adamw8bit (bitsandbytes)"
+    )
+    checkpoint_every: int = _f(50, "steps between checkpoints", ge=1, le=MAX_STEPS)
+    autocast: bool | Literal["auto"] = _f(
+        "auto", "bf16 autocast; auto: where a micro-benchmark finds it faster"
+    )
+    gradient_checkpointing: bool = _f(False, "recompute layer activations in backward")
+    master_weights: bool = _f(
+        True, "fp32 master copies of bf16/fp16 trainable tensors (no effect on fp32 models)"
+    )
     # Engineering switches (defaults are the fast, exact ones; tests and benchmarks flip them).
-    reference: Literal["delta", "copy"] = "delta"
-    shared_prefix: bool = True
-    truncated_forward: bool = True
-    # tokens per LM-head chunk (at most 2^24 logits: fewer for large vocabularies, see
-    # rnacli/training/step.py); 0 = the whole batch at once
-    logits_chunk: int = Field(1024, ge=0)
-    checkpoint_head: bool = True
-    split_backward: bool = True  # forget backward before the retain pass (rnacli/training/step.py)
+    reference: Literal["delta", "copy"] = _f(
+        "delta", "the frozen reference as the base plus no delta (delta) or a full copy (copy)"
+    )
+    shared_prefix: bool = _f(True, "run the layers below the trainable ones once per batch")
+    truncated_forward: bool = _f(True, "RM methods stop the forward at method.layer")
+    logits_chunk: int = _f(
+        1024, "tokens per LM-head chunk (at most 2^24 logits); 0 = the whole batch", ge=0
+    )
+    checkpoint_head: bool = _f(True, "recompute the LM head's chunks in backward")
+    split_backward: bool = _f(True, "backward of the forget loss before the retain pass runs")
 
 
 class EvalConfig(_Section):
-    tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_EVAL_TASKS))
-    limit: int | None = Field(None, ge=1)
-    keywords: list[str] = Field(default_factory=lambda: ["SARS-CoV-2"])
-    batch_size: int = Field(4, ge=1, le=MAX_BATCH)
-    seed: int = 0
+    """[eval]: what `rnacli eval RUN` evaluates by default."""
+
+    tasks: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EVAL_TASKS), description="tasks to evaluate"
+    )
+    limit: int | None = _f(None, "questions per task (all: unset)", ge=1)
+    keywords: list[str] = Field(
+        default_factory=lambda: ["SARS-CoV-2"], description="forget-tokens of perturbed sets"
+    )
+    batch_size: int = _f(4, "questions per forward batch", ge=1, le=MAX_BATCH)
+    seed: int = _f(0, "seed of the question sample and of the perturbations")
 
 
 class Recipe(_Section):
-    name: str | None = None
-    description: str = ""
+    """A whole recipe: [model], [data], [method], [rna], [train], [eval]."""
+
+    name: str | None = _f(None, "the run's name (default: the recipe file's name)")
+    description: str = _f("", "one line on what the recipe is for")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
     method: MethodConfig
@@ -351,3 +385,39 @@ def to_toml(data: dict[str, Any]) -> str:
         if isinstance(body, dict):
             lines += ["", f"[{section}]"] + [f"{k} = {value(v)}" for k, v in body.items()]
     return "\n".join(lines) + "\n"
+
+
+def _type_name(annotation: Any) -> str:
+    """int | list[int] | 'early' | None: a recipe key's type as a user writes its values."""
+    args = get_args(annotation)
+    if get_origin(annotation) is Literal:
+        return " | ".join(repr(a) for a in args)
+    if get_origin(annotation) in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if get_origin(annotation) is list:
+        return f"list[{_type_name(args[0])}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def recipe_keys() -> list[tuple[str, str, str, str]]:
+    """Every recipe key as (key, type, default, description), from the schema itself, in the
+    order of the sections: what `rnacli recipes --keys` prints."""
+    rows = []
+    for section, field in Recipe.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            rows.append((section, _type_name(model), repr(field.default), field.description or ""))
+            continue
+        for key, sub in model.model_fields.items():
+            if sub.is_required():
+                default = "(required)"
+            elif sub.default_factory is not None:
+                default = repr(sub.default_factory())
+            else:
+                default = repr(sub.default)
+            rows.append(
+                (f"{section}.{key}", _type_name(sub.annotation), default, sub.description or "")
+            )
+    return rows

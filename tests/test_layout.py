@@ -18,8 +18,9 @@ else:  # pragma: no cover
 # Bottom to top: a module imports from its own layer or a lower one, never a higher one.
 LAYERS = [
     ("rnacli", "rnacli.errors", "rnacli.console", "rnacli.files"),
-    ("rnacli.runs", "rnacli.runtime", "rnacli.recipe"),
+    ("rnacli.runs", "rnacli.runtime"),
     (
+        "rnacli.recipe",
         "rnacli.data",
         "rnacli.models",
         "rnacli.methods",

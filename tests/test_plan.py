@@ -8,18 +8,13 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 from rich.console import Console
 
 from rnacli.errors import RnacliError
-from rnacli.methods import build_method, build_retain
 from rnacli.recipe import Recipe, recipe_from_dict, to_toml
 from rnacli.runtime.memory import in_module, peak_tensor_bytes
-from rnacli.training.loop import load_for_training, make_optimizer, training_data
-from rnacli.training.master import MasterWeights
-from rnacli.training.passes import Passes
+from rnacli.training.loop import UnlearningRecipe
 from rnacli.training.plan import architecture, estimate, model_config, plan, render
-from rnacli.training.step import head_chunk_tokens, unlearning_backward
 from tests.conftest import tiny_recipe
 from tests.tiny import build_model, build_tokenizer
 
@@ -75,46 +70,14 @@ def padded_corpora(tmp_path) -> dict[str, Path]:
 def measure_step(recipe: Recipe) -> dict[str, int]:
     """Peak bytes per kind of tensor during one steady-state training step (the second: the
     optimizer states exist), on a batch padded to the full max length."""
-    device = torch.device("cpu")
-    model, tokenizer, trainable = load_for_training(recipe, device)
-    data = training_data(recipe, tokenizer)
-    cfg = recipe.train
-    method = build_method(recipe.method, model.config.hidden_size, len(data.forget), cfg.seed)
-    retain = build_retain(recipe.method)
-    passes = Passes(
-        model,
-        list(trainable),
-        reference=cfg.reference,
-        shared_prefix=cfg.shared_prefix,
-        truncate=cfg.truncated_forward,
-        chunk_tokens=head_chunk_tokens(cfg.logits_chunk, model.config.vocab_size),
-        checkpoint_head=cfg.checkpoint_head,
-    )
-    master = MasterWeights(trainable, cfg.master_weights)
-    optimizer = make_optimizer(recipe, master.optimized(), device)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast is True)
+    run = UnlearningRecipe(recipe)
+    run.setup()
 
     def step(index: int) -> None:
-        master.zero_grad()
-        batch = data.batch(index)
-        alpha = recipe.alphas[batch.corpus]
-        unlearning_backward(
-            method,
-            retain,
-            passes,
-            batch,
-            alpha,
-            None,
-            split=cfg.split_backward,
-            autocast=autocast,
-            run_forward=in_module,
-        )
-        master.collect_grads()
-        optimizer.step()
-        master.write_back()
+        run.train_step(index, run_forward=in_module)
 
     def full_and_padded(index: int) -> bool:
-        batch = data.batch(index)
+        batch = run.data.batch(index)
         return all(
             bool((seq.attention_mask == 0).any()) and seq.input_ids.shape[1] == LENGTH
             for seq in (batch.forget, batch.retain)
@@ -122,8 +85,8 @@ def measure_step(recipe: Recipe) -> dict[str, int]:
 
     step(0)
     index = next(i for i in range(1, 100) if full_and_padded(i))
-    tracked = [*passes.originals.values(), *master.masters.values()]
-    return peak_tensor_bytes(lambda: step(index), model, optimizer, *tracked)
+    tracked = [*run.passes.originals.values(), *run.master.masters.values()]
+    return peak_tensor_bytes(lambda: step(index), run.model, run.optimizer, *tracked)
 
 
 # name: (method, retain loss, recipe sections); chunks of 64 tokens unless set.
@@ -151,6 +114,7 @@ def test_estimate_matches_the_measured_peak_of_a_step(plan_model_dir, padded_cor
     raw = tiny_recipe(plan_model_dir, padded_corpora, method, retain_loss)
     raw["data"].update(forget_max_length=LENGTH, retain_max_length=LENGTH, batch_size=4)
     raw["train"]["logits_chunk"] = 64
+    raw["train"]["autocast"] = False  # the measured step in fp32 unless the case asks
     for section, values in sections.items():
         raw[section].update(values)
     recipe = recipe_from_dict(raw, f"{case}.toml")

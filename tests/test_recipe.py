@@ -52,7 +52,10 @@ def test_defaults_and_paper_values(tmp_path):
             r"r.toml: method.stering_coeff: unknown key",
         ),
         (("[rna]", "[rna]\nlayer = 7"), r"r.toml: rna.layer: unknown key"),
-        (('name = "npo"', 'name = "npx"'), r"r.toml: method.name: Input should be 'rmu'"),
+        (
+            ('name = "npo"', 'name = "npx"'),
+            r"r.toml: method.name: unknown method .npx. \(known: rmu, adaptive_rmu, rsv, npo, ",
+        ),
         (
             ("noise_scale = 0.014", 'noise_scale = "big"'),
             r"r.toml: rna.noise_scale: Input should be a valid number \(got 'big'\)",

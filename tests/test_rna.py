@@ -122,9 +122,9 @@ def test_step_noise_is_the_same_in_every_process(tiny_model_dir, corpora):
     code = (
         "import json, sys, torch\n"
         "from rnacli.recipe import recipe_from_dict\n"
-        "from rnacli.training.loop import step_noise\n"
+        "from rnacli.training.noise import step_noise\n"
         "r = recipe_from_dict(json.loads(sys.argv[1]))\n"
-        "from rnacli.training.loop import RNASetup\n"
+        "from rnacli.training.noise import RNASetup\n"
         "setup = RNASetup([3], 'reference', {3: 0.05})\n"
         "n = step_noise(r, setup, step=5, micro=0, device=torch.device('cpu'))\n"
         "print(n.sample_like(torch.zeros(3)).tolist())\n"
@@ -302,7 +302,9 @@ def test_relative_scale_is_measured_on_the_first_retain_batches(tiny_model_dir, 
 
     from rnacli.methods.rna import activation_scale, median_scale
     from rnacli.models.loading import load_model
-    from rnacli.training.loop import SCALE_BATCHES, train, training_data
+    from rnacli.training.loop import train
+    from rnacli.training.noise import SCALE_BATCHES
+    from rnacli.training.setup import training_data
 
     raw = tiny_recipe(tiny_model_dir, corpora, "npo", "kl", rna=True)
     raw["rna"].update({"noise_scale": 0.25, "layers": [1, 2], "scale": "relative", "side": "model"})

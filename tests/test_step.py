@@ -13,8 +13,9 @@ from rnacli.methods.rna import Noise
 from rnacli.models.loading import load_model
 from rnacli.recipe import recipe_from_dict
 from rnacli.runtime.memory import in_module, peak_tensor_bytes
-from rnacli.training.loop import load_for_training, train, training_data
+from rnacli.training.loop import train
 from rnacli.training.passes import Passes
+from rnacli.training.setup import load_for_training, training_data
 from rnacli.training.step import unlearning_backward
 from tests.conftest import tiny_recipe
 from tests.test_train import ALL

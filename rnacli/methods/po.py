@@ -60,24 +60,25 @@ def simnpo_loss(
 # -- methods: each holds its loss; `passes` provides sequence log-probs ----------------------
 
 
-class NPO:
+class _PreferenceOptimization:
     family = "po"
 
     def __init__(self, beta: float) -> None:
         self.beta = beta
 
+    @classmethod
+    def from_config(cls, cfg, hidden_size: int, n_corpora: int, seed: int):
+        return cls(cfg.beta)
+
+
+class NPO(_PreferenceOptimization):
     def forget_loss(self, passes, batch) -> torch.Tensor:
         logp = passes.sequence_logprob(batch.forget)
         logp_ref = passes.sequence_logprob(batch.forget, reference=True)
         return npo_loss(logp, logp_ref, self.beta)
 
 
-class DPO:
-    family = "po"
-
-    def __init__(self, beta: float) -> None:
-        self.beta = beta
-
+class DPO(_PreferenceOptimization):
     def forget_loss(self, passes, batch) -> torch.Tensor:
         win, lose = batch.refusal, batch.forget
         return dpo_loss(
@@ -89,11 +90,13 @@ class DPO:
         )
 
 
-class SimNPO:
-    family = "po"
-
+class SimNPO(_PreferenceOptimization):
     def __init__(self, beta: float, gamma: float) -> None:
         self.beta, self.gamma = beta, gamma
+
+    @classmethod
+    def from_config(cls, cfg, hidden_size: int, n_corpora: int, seed: int):
+        return cls(cfg.beta, cfg.gamma)
 
     def forget_loss(self, passes, batch) -> torch.Tensor:
         logp = passes.sequence_logprob(batch.forget)

@@ -53,17 +53,27 @@ class RepresentationRetain:
     def __init__(self, layer: int) -> None:
         self.layer = layer
 
+    @classmethod
+    def from_config(cls, cfg) -> RepresentationRetain:
+        return cls(cfg.layer)
+
     def loss(self, passes, seq, noise=None) -> torch.Tensor:
         z = passes.hidden(seq, self.layer, noise=noise_for(noise, reference=False))
         z_ref = passes.hidden(seq, self.layer, reference=True, noise=noise_for(noise, True))
         return rm_retain_loss(z, z_ref, seq.attention_mask)
 
 
-class KLRetain:
+class _TokenRetain:
+    @classmethod
+    def from_config(cls, cfg):
+        return cls()
+
+
+class KLRetain(_TokenRetain):
     def loss(self, passes, seq, noise=None) -> torch.Tensor:
         return passes.token_retain(seq, token_kl, noise)
 
 
-class MSERetain:
+class MSERetain(_TokenRetain):
     def loss(self, passes, seq, noise=None) -> torch.Tensor:
         return passes.token_retain(seq, token_logprob_mse, noise)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from rnacli.methods.reduce import masked_mse
+from rnacli.methods.registry import method_spec
 
 
 def random_unit_vector(dim: int, kind: str, generator: torch.Generator) -> torch.Tensor:
@@ -50,9 +51,18 @@ def _vectors(kind: str, dim: int, n_corpora: int, seed: int) -> list[torch.Tenso
     return [random_unit_vector(dim, kind, g) for g in gens]
 
 
-class RMU:
+class _RepresentationMisdirection:
+    """What RM methods share: a layer, one coefficient, one random direction per corpus."""
+
     family = "rm"
 
+    @classmethod
+    def from_config(cls, cfg, hidden_size: int, n_corpora: int, seed: int):
+        coefficient = method_spec(cfg.name).coefficient
+        return cls(cfg.layer, getattr(cfg, coefficient), hidden_size, n_corpora, seed)
+
+
+class RMU(_RepresentationMisdirection):
     def __init__(self, layer: int, coeff: float, dim: int, n_corpora: int, seed: int) -> None:
         self.layer, self.coeff = layer, coeff
         self.u = _vectors("uniform", dim, n_corpora, seed)
@@ -64,9 +74,7 @@ class RMU:
         )
 
 
-class AdaptiveRMU:
-    family = "rm"
-
+class AdaptiveRMU(_RepresentationMisdirection):
     def __init__(self, layer: int, beta: float, dim: int, n_corpora: int, seed: int) -> None:
         self.layer, self.beta = layer, beta
         self.u = _vectors("uniform", dim, n_corpora, seed)
@@ -79,9 +87,7 @@ class AdaptiveRMU:
         )
 
 
-class RSV:
-    family = "rm"
-
+class RSV(_RepresentationMisdirection):
     def __init__(self, layer: int, coeff: float, dim: int, n_corpora: int, seed: int) -> None:
         self.layer, self.coeff = layer, coeff
         self.eps = _vectors("normal", dim, n_corpora, seed)

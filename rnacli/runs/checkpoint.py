@@ -1,4 +1,4 @@
-"""Delta checkpoints (DESIGN idea 4): only the tensors that training changed, as safetensors,
+"""Delta checkpoints: only the tensors that training changed, as safetensors,
 with the base model's id and a fingerprint of the whole base.
 
     RUN/checkpoint/delta.safetensors   the trained tensors
@@ -32,19 +32,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from rnacli import __version__
-from rnacli.files.atomic import atomic_dir, stale_siblings, temp_name, write_json
 from rnacli.errors import RnacliError
+from rnacli.files.atomic import atomic_dir, stale_siblings, temp_name, write_json
 from rnacli.files.text import read_json
+from rnacli.runs.layout import CHECKPOINT, RUN_FILES
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint"
 MASTERS = "master.safetensors"
 FORMAT = "rnacli-delta/1"
 LOCK = ".lock"  # held by the process training in the folder
 META, DELTA, OPTIMIZER = "meta.json", "delta.safetensors", "optimizer.pt"
-# Files of a run folder that atomic writes replace (their temporary siblings are ours to clean).
-RUN_FILES = ("recipe.toml", "recipe.json", "env.json", "metrics.jsonl", "eval.json")
 
 
 def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:

@@ -1,8 +1,11 @@
-"""The unlearning loop. It reads top to bottom as what it does:
+"""The unlearning recipe, read top to bottom as what it does (torchtune's shape):
 
-    load model -> pick trainable tensors -> build data, method, retain loss, RNA
-    for each step: forget loss + alpha_k * retain loss (RNA noise in the reference retain
-    pass), backward, AdamW step, log, checkpoint the changed tensors.
+    setup():            model -> trainable tensors -> data -> method and retain loss -> RNA
+                        -> optimizer -> resume
+    train_step(step):   forget loss + alpha_k * retain loss (RNA noise in one side's retain
+                        pass), backward per micro-batch, AdamW step
+    save_checkpoint():  the changed tensors, optimizer and masters
+    train():            the loop: steps, log lines, checkpoints
 
 Everything random is a function of (seed, step): batches, the DPO refusal picks, RNA noise.
 So `--resume` from a checkpoint gives the same weights as an uninterrupted run.
@@ -10,40 +13,27 @@ So `--resume` from a checkpoint gives the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import platform
-import re
-import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 from rich.progress import TextColumn
 from torch import nn
 
-from rnacli import __version__
 from rnacli.console import console, make_progress
-from rnacli.data import load_corpus
-from rnacli.data.batches import TrainingData, sample_indices, stable_seed
-from rnacli.data.records import Document, document_text
 from rnacli.errors import RnacliError
-from rnacli.files.atomic import append_jsonl, write_json, write_jsonl, write_text
+from rnacli.files.atomic import append_jsonl
 from rnacli.files.text import read_json
-from rnacli.methods import build_method, build_retain
-from rnacli.methods.rna import (
-    Noise,
-    activation_scale,
-    expectation_note,
-    median_scale,
-    resolve_layers,
-)
-from rnacli.models.loading import base_fingerprint, load_model, resolve_dtype
+from rnacli.methods.registry import build_method, build_retain, method_spec
+from rnacli.methods.rna import expectation_note, resolve_layers
+from rnacli.models.loading import base_fingerprint
 from rnacli.recipe import Recipe, to_toml
 from rnacli.runs.checkpoint import (
-    CHECKPOINT,
     first_nonfinite,
     hold_run,
     load_delta,
@@ -54,219 +44,38 @@ from rnacli.runs.checkpoint import (
     save_checkpoint,
     tensors_hash,
 )
-from rnacli.runs.outputs import check_folder, names
+from rnacli.runs.layout import (
+    CHECKPOINT,
+    METRICS,
+    RECIPE_JSON,
+    RUN_FOLDER,
+    portable_spec,
+    software,
+    write_run_files,
+)
+from rnacli.runs.outputs import check_folder
 from rnacli.runtime.precision import autocast as precision_autocast
 from rnacli.runtime.precision import cpu_verdict, use_autocast
 from rnacli.training.master import MasterWeights
+from rnacli.training.noise import rna_setup, step_noise
 from rnacli.training.passes import Passes
+from rnacli.training.setup import load_for_training, make_optimizer, training_data
 from rnacli.training.sharding import check_fsdp, fsdp_plugin, shard_model
 from rnacli.training.step import head_chunk_tokens, unlearning_backward
 
 log = logging.getLogger(__name__)
-METRICS = "metrics.jsonl"
-
-
-def default_trainable(layer: int) -> str:
-    """mlp.down_proj of layers l-2..l, as the WMDP reference code (paper: layers 5, 6, 7)."""
-    layers = "|".join(str(i) for i in range(max(0, layer - 2), layer + 1))
-    return rf"\.layers\.({layers})\.mlp\.down_proj\.weight$"
-
-
-def select_trainable(
-    model: nn.Module, pattern: str, key: str = "train.trainable"
-) -> dict[str, nn.Parameter]:
-    """Freeze everything, then unfreeze the tensors whose name matches `pattern` (errors name
-    `key`, e.g. 'recipe.toml: train.trainable')."""
-    try:
-        regex = re.compile(pattern)
-    except re.error as e:
-        raise RnacliError(f"{key}: invalid regex {pattern!r} ({e})") from None
-    chosen = {}
-    for name, param in model.named_parameters():
-        param.requires_grad_(bool(regex.search(name)))
-        if param.requires_grad:
-            chosen[name] = param
-    if not chosen:
-        sample = ", ".join(n for n, _ in list(model.named_parameters())[:3])
-        raise RnacliError(
-            f"{key}: {pattern!r} matches no parameter (names look like: {sample}, ...)"
-        )
-    return chosen
-
-
-def _documents(
-    source: str, key: str, min_chars: int, max_samples: int | None, seed: int
-) -> list[Document]:
-    docs = [d for d in load_corpus(source) if len(document_text(d)) >= min_chars]
-    if not docs:
-        raise RnacliError(
-            f"{key} '{source}': no documents of at least {min_chars} characters (data.min_chars)"
-        )
-    return [docs[i] for i in sample_indices(len(docs), max_samples, seed)]
-
-
-def training_data(recipe: Recipe, tokenizer, rank: int = 0, world_size: int = 1) -> TrainingData:
-    d, seed = recipe.data, recipe.train.seed
-    forget = [
-        _documents(src, f"data.forget[{k}]", d.min_chars, d.max_samples, seed)
-        for k, src in enumerate(d.forget)
-    ]
-    retain = _documents(d.retain, "data.retain", d.min_chars, None, seed)
-    refusals = load_corpus(d.refusal) if recipe.method.name == "dpo" else None
-    return TrainingData(
-        tokenizer=tokenizer,
-        forget=forget,
-        forget_names=list(d.forget),
-        forget_max_length=list(d.forget_max_length),
-        retain=retain,
-        retain_max_length=d.retain_max_length,
-        batch_size=d.batch_size,
-        seed=seed,
-        refusals=refusals,
-        prompt_tokens=recipe.method.prompt_tokens,
-        grad_accum=recipe.train.grad_accum,
-        rank=rank,
-        world_size=world_size,
-    )
-
-
-def make_optimizer(
-    recipe: Recipe, params: list[nn.Parameter], device: torch.device
-) -> torch.optim.Optimizer:
-    cfg = recipe.train
-    if cfg.optimizer == "adamw8bit":
-        if device.type != "cuda":
-            raise RnacliError(
-                "train.optimizer = 'adamw8bit' needs a CUDA GPU (bitsandbytes' "
-                "8-bit AdamW); this run is on the CPU: use 'adamw'"
-            )
-        try:
-            import bitsandbytes as bnb
-        except ImportError:
-            raise RnacliError(
-                "train.optimizer = 'adamw8bit' needs bitsandbytes: pip install 'rnacli[gpu]'"
-            ) from None
-        return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-SCALE_BATCHES = 4  # retain batches that RNA's relative scale is measured on
 
 
 @dataclass
-class RNASetup:
-    """Where RNA's noise goes and how large it is, fixed before the first step."""
-
-    layers: list[int]
-    side: str
-    variance: dict[int, float]  # per layer: nu, or nu x the layer's activation scale
-    activation_scale: dict[int, float] | None = None  # measured, for scale = "relative"
-
-    def describe(self) -> str:
-        per_layer = ", ".join(
-            f"layer {i}: variance {v:.4g}"
-            + (f" (scale {self.activation_scale[i]:.4g})" if self.activation_scale else "")
-            for i, v in self.variance.items()
-        )
-        return f"RNA on the {self.side} side, {per_layer}"
-
-    def to_dict(self) -> dict:
-        return {
-            "layers": self.layers,
-            "side": self.side,
-            "noise_variance": {str(i): v for i, v in self.variance.items()},
-            **(
-                {"activation_scale": {str(i): v for i, v in self.activation_scale.items()}}
-                if self.activation_scale
-                else {}
-            ),
-        }
+class TrainResult:
+    run_dir: Path
+    trainable: dict[str, nn.Parameter]  # the trained tensors (every process holds the same)
+    rank: int = 0
 
 
-def rna_setup(recipe: Recipe, layers: list[int], passes: Passes, data: TrainingData):
-    """The noise variance per layer: nu itself, or (scale = "relative") nu times the layer's
-    activation scale, the median over tokens of the per-token mean of z^2 of the reference
-    model on the run's first retain batches (the same batches in every process and on resume,
-    the reference's weights: so the same number)."""
-    cfg = recipe.rna
-    if not cfg.enabled:
-        return None
-    if cfg.scale == "absolute":
-        return RNASetup(layers, cfg.side, dict.fromkeys(layers, cfg.noise_scale))
-    device = next(passes.model.parameters()).device
-    seqs = [seq.to(device) for seq in data.first_retain_batches(SCALE_BATCHES)]
-    scales = {}
-    with torch.no_grad():
-        for layer in layers:
-            scales[layer] = median_scale(
-                [
-                    activation_scale(passes.hidden(seq, layer, reference=True), seq.attention_mask)
-                    for seq in seqs
-                ]
-            )
-    variance = {i: cfg.noise_scale * scales[i] for i in layers}
-    return RNASetup(layers, cfg.side, variance, scales)
-
-
-def step_noise(
-    recipe: Recipe, setup: RNASetup | None, step: int, micro: int, device: torch.device
-) -> Noise | None:
-    """RNA noise for one micro-batch, from a generator seeded by (seed, step, micro), `micro`
-    counted over all processes (`TrainingData.micro_index`)."""
-    if setup is None:
-        return None
-    gen = torch.Generator(device=device)
-    # a stable hash: Python's hash() of a str is salted per process, which would break resume
-    # (the trailing 0 once was the process rank: kept, so that earlier runs keep their noise)
-    gen.manual_seed(stable_seed(recipe.train.seed, "rna", step, micro, 0) & 0x7FFF_FFFF_FFFF)
-    return Noise(setup.layers, setup.variance, gen, setup.side)
-
-
-def environment(
-    device: torch.device, recipe: Recipe, world_size: int, extra: dict | None = None
-) -> dict:
-    import accelerate
-    import transformers
-
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                cwd=Path(__file__).parent,
-                timeout=5,
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {
-        "rnacli": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__,
-        "device": str(device),
-        "autocast_bf16": use_autocast(recipe.train.autocast, device),
-        **({"cpu_matmul": cpu_verdict()} if device.type == "cpu" else {}),
-        "world_size": world_size,
-        "seed": recipe.train.seed,
-        "git_commit": commit,
-        "platform": platform.platform(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **(extra or {}),
-    }
-
-
-# What a run folder holds (a folder holding only these is a run, to resume or to start in).
-RUN_FOLDER = names(
-    "recipe.toml", "recipe.json", "env.json", "metrics.jsonl", CHECKPOINT, "eval.json", "full"
-)
-
-
-def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> int:
-    """Check the folder against --resume; return the step to start from."""
+def resume_step(run_dir: Path, recipe: Recipe, resume: bool) -> int:
+    """Check the folder against --resume; return the step to start from. A resumed run's
+    recipe must equal the saved one in every key but steps and checkpoint_every."""
     has_checkpoint = (run_dir / CHECKPOINT / "meta.json").exists()
     if not resume:
         if has_checkpoint:
@@ -279,7 +88,7 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> int:
     if not has_checkpoint:
         log.info("%s: no checkpoint yet, starting from step 0", run_dir)
         return 0
-    saved_path = run_dir / "recipe.json"
+    saved_path = run_dir / RECIPE_JSON
     if not saved_path.is_file():
         raise RnacliError(f"--resume: {saved_path} is missing (the run folder is damaged)")
     saved = read_json(saved_path)
@@ -301,72 +110,263 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> int:
     return int(read_meta(run_dir)["step"])
 
 
-def checkpoint_mode(model: nn.Module) -> None:
-    """Training mode only for the modules that decide whether to checkpoint (transformers
-    recomputes a layer in backward only in training mode); every other module, dropout and
-    attention dropout included, stays in eval mode. Gradient checkpointing then changes memory,
-    never the numbers: the policy and the reference passes stay deterministic."""
-    model.eval()
-    for module in model.modules():
-        if getattr(module, "gradient_checkpointing", False):
-            module.training = True
+class UnlearningRecipe:
+    """One unlearning run. Without `run_dir` it writes nothing (the planner's tests and the
+    step benchmark build it to measure steps); with one, only the main process writes."""
 
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: Path | None = None,
+        accelerator=None,
+        *,
+        resume: bool = False,
+    ) -> None:
+        self.recipe, self.cfg, self.run_dir, self.resume = recipe, recipe.train, run_dir, resume
+        self.accelerator = accelerator
+        self.main = accelerator is None or accelerator.is_main_process
+        self.device = torch.device("cpu") if accelerator is None else accelerator.device
+        self.rank = 0 if accelerator is None else accelerator.process_index
+        self.world = 1 if accelerator is None else accelerator.num_processes
+        self.start_step = self.last_saved = 0
 
-def load_for_training(recipe: Recipe, device: torch.device, on: torch.device | None = None):
-    """(model, tokenizer, trainable tensors) with everything but the trainable tensors frozen,
-    in the dtype for `device`, loaded onto `on` (default: `device`; FSDP loads on the CPU)."""
-    if recipe.model.load_in is not None:
-        raise RnacliError(
-            f"model.load_in = '{recipe.model.load_in}' is for evaluation: training "
-            "updates full-precision tensors (use train.optimizer = 'adamw8bit' "
-            "to save memory)"
+    # -- setup ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        if self.run_dir is not None:
+            self.start_step = resume_step(self.run_dir, self.recipe, self.resume)
+        self.setup_model()
+        self.setup_data()
+        self.setup_method()
+        self.setup_rna()
+        self.setup_optimizer()
+        self.setup_resume()
+
+    def setup_model(self, loaded: tuple | None = None) -> None:
+        """The model with only its trainable tensors unfrozen (or `loaded`: (model, tokenizer,
+        trainable) built elsewhere); under an FSDP launch its frozen weights are sharded."""
+        fsdp = fsdp_plugin(self.accelerator) if self.accelerator is not None else None
+        if fsdp is not None:
+            check_fsdp(self.recipe, fsdp)
+        on = torch.device("cpu") if fsdp is not None else None
+        self.model, self.tokenizer, self.trainable = loaded or load_for_training(
+            self.recipe, self.device, on=on
         )
-    model, tokenizer = load_model(
-        recipe.model.name,
-        dtype=str(resolve_dtype(recipe.model.dtype, device)).removeprefix("torch."),
-        device=str(on or device),
-        trust_remote_code=recipe.model.trust_remote_code,
-    )
-    model.config.use_cache = False
-    n_layers = model.config.num_hidden_layers
-    if recipe.method.layer >= n_layers:
-        raise RnacliError(
-            f"{recipe.source}: method.layer = {recipe.method.layer}, but the model has "
-            f"{n_layers} layers (0..{n_layers - 1})"
+        if fsdp is not None:
+            shard_model(self.model, self.trainable, fsdp, self.device)
+        self.base_hash = tensors_hash(self.trainable)  # the trained tensors' original values
+        # of the whole base (cached per set of weight files); only the main process saves
+        writes = self.main and self.run_dir is not None
+        self.fingerprint = base_fingerprint(self.recipe.model.name, self.model) if writes else None
+
+    def setup_data(self) -> None:
+        self.data = training_data(self.recipe, self.tokenizer, self.rank, self.world)
+
+    def setup_method(self) -> None:
+        """The method, its retain loss and the passes that compute their activations."""
+        cfg, config = self.cfg, self.model.config
+        n_corpora = len(self.recipe.data.forget)
+        self.method = build_method(self.recipe.method, config.hidden_size, n_corpora, cfg.seed)
+        self.retain = build_retain(self.recipe.method)
+        self.passes = Passes(
+            self.model,
+            list(self.trainable),
+            reference=cfg.reference,
+            shared_prefix=cfg.shared_prefix,
+            truncate=cfg.truncated_forward,
+            chunk_tokens=head_chunk_tokens(cfg.logits_chunk, config.vocab_size),
+            checkpoint_head=cfg.checkpoint_head,
         )
-    pattern = recipe.train.trainable or default_trainable(recipe.method.layer)
-    trainable = select_trainable(model, pattern, f"{recipe.source}: train.trainable")
-    n_params, total = sum(p.numel() for p in trainable.values()), model.num_parameters()
-    log.info(
-        "trainable: %d tensors, %s parameters (%.2f%% of %s)",
-        len(trainable),
-        f"{n_params:,}",
-        100 * n_params / total,
-        f"{total:,}",
-    )
-    if recipe.train.gradient_checkpointing:
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        checkpoint_mode(model)
-    return model, tokenizer, trainable
+        self.autocast = precision_autocast(use_autocast(cfg.autocast, self.device), self.device)
 
+    def setup_rna(self) -> None:
+        """RNA's layers and variance, measured before a resumed run's weights load."""
+        recipe, m = self.recipe, self.recipe.method
+        layers = resolve_layers(
+            recipe.rna.layers,
+            self.model.config.num_hidden_layers,
+            m.layer,
+            key=f"{recipe.source}: rna.layers",
+        )
+        if recipe.rna.enabled and method_spec(m.name).family == "rm" and min(layers) > m.layer:
+            raise RnacliError(
+                f"{recipe.source}: rna.layers = {recipe.rna.layers!r}: noise above method.layer "
+                f"= {m.layer} never reaches an RM method's retain target"
+            )
+        self.rna = rna_setup(recipe, layers, self.passes, self.data)
+        if self.rna is not None and self.main:
+            console.print(self.rna.describe(), highlight=False)
+            if note := expectation_note(self.method.family, layers, m.layer, m.label):
+                console.print(note, highlight=False)
 
-@dataclass
-class TrainResult:
-    run_dir: Path
-    trainable: dict[str, nn.Parameter]  # the trained tensors (every process holds the same)
-    rank: int = 0
+    def setup_optimizer(self) -> None:
+        self.master = MasterWeights(self.trainable, self.cfg.master_weights)
+        self.optimizer = make_optimizer(self.recipe, self.master.optimized(), self.device)
+
+    def setup_resume(self) -> None:
+        """A resumed run's tensors, masters and optimizer state; the run's files written."""
+        if self.start_step:
+            delta = load_delta(self.run_dir)
+            with torch.no_grad():
+                for name, param in self.trainable.items():
+                    param.copy_(delta[name].to(param.device, param.dtype))
+            self.master.restore(load_masters(self.run_dir))
+            if (state := load_optimizer_state(self.run_dir)) is not None:
+                self.optimizer.load_state_dict(state)
+            log.info("resuming %s from step %d", self.run_dir, self.start_step)
+        self.last_saved = self.start_step
+        if self.main and self.run_dir is not None:
+            write_run_files(
+                self.run_dir,
+                self.recipe.to_dict(),
+                to_toml(self.recipe.to_dict()),
+                self._environment(),
+                self.start_step,
+            )
+
+    def _environment(self) -> dict:
+        device, cfg = self.device, self.cfg
+        return {
+            **software(),
+            "device": str(device),
+            "autocast_bf16": use_autocast(cfg.autocast, device),
+            **({"cpu_matmul": cpu_verdict()} if device.type == "cpu" else {}),
+            "world_size": self.world,
+            "seed": cfg.seed,
+            "base_fingerprint": self.fingerprint,
+            **({"rna": self.rna.to_dict()} if self.rna else {}),
+        }
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def train_step(self, step: int, run_forward: Callable | None = None) -> dict[str, float]:
+        """One optimizer step over `train.grad_accum` micro-batches; the step's mean losses.
+        A non-finite loss or update is an RnacliError and the step is never applied."""
+        cfg, master = self.cfg, self.master
+        master.zero_grad()
+        logged = dict.fromkeys(("loss", "forget_loss", "retain_loss"), 0.0)
+        for micro in range(cfg.grad_accum):
+            batch = self.data.batch(step, micro).to(self.device)
+            noise = step_noise(
+                self.recipe, self.rna, step, self.data.micro_index(micro), self.device
+            )
+            values = unlearning_backward(
+                self.method,
+                self.retain,
+                self.passes,
+                batch,
+                self.recipe.alphas[batch.corpus],
+                noise,
+                accum=cfg.grad_accum,
+                split=cfg.split_backward,
+                autocast=self.autocast,
+                **({"run_forward": run_forward} if run_forward else {}),
+            )
+            # checked after the backward (a split backward runs the forget loss's before the
+            # retain loss exists)
+            if not all(math.isfinite(v) for v in values.values()):
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+                raise self._stopped(step + 1, f"loss is not finite ({shown})")
+            master.collect_grads()
+            for k, v in values.items():
+                logged[k] += v / cfg.grad_accum
+        self._apply_update(step)
+        return logged
+
+    def _apply_update(self, step: int) -> None:
+        if self.world > 1:  # only a few tensors train: reduce their gradients directly
+            for t in self.master.optimized():
+                t.grad = self.accelerator.reduce(t.grad, reduction="mean")
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.master.optimized(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.master.write_back()
+        # A finite loss can still come with an update that poisons the weights (lr = inf, an
+        # overflowing gradient): checked on the few trained tensors, every step.
+        bad = first_nonfinite({**self.trainable, **self.master.state()})
+        if bad is not None:
+            raise self._stopped(step + 1, f"the update made {bad} NaN or infinite")
+
+    def _stopped(self, step: int, what: str) -> RnacliError:
+        where = self.run_dir / CHECKPOINT if self.run_dir else None
+        kept = (
+            f"The last good checkpoint (step {self.last_saved}) is kept in {where}."
+            if self.last_saved
+            else "No checkpoint was written (the run stopped before its first save)."
+        )
+        return RnacliError(
+            f"step {step}: {what}; stopped. {kept} Try a lower train.lr or method coefficient."
+        )
+
+    # -- checkpoint and loop -------------------------------------------------------------------
+
+    def save_checkpoint(self, step: int) -> None:
+        """The trained tensors' delta, optimizer state and masters at `step` (main process)."""
+        recipe = self.recipe
+        if self.main:
+            save_checkpoint(
+                self.run_dir,
+                base_model=portable_spec(recipe.model.name),
+                base_hash=self.base_hash,
+                base_fingerprint=self.fingerprint,
+                tensors=dict(self.trainable),
+                step=step,
+                optimizer_state=self.optimizer.state_dict(),
+                masters=self.master.state(),
+                extra={
+                    "recipe": recipe.name,
+                    "method": recipe.method.label,
+                    "rna": recipe.rna.enabled,
+                    "steps_total": self.cfg.steps,
+                },
+            )
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+        self.last_saved = step
+
+    def _log_step(self, step: int, logged: dict[str, float], seconds: float) -> None:
+        if self.main:
+            row = {
+                "step": step + 1,
+                "corpus": self.data.forget_names[step % len(self.data.forget)],
+                **{k: round(v, 6) for k, v in logged.items()},
+                "lr": self.cfg.lr,
+                "seconds": round(seconds, 3),
+            }
+            append_jsonl(self.run_dir / METRICS, row)
+
+    def train(self) -> TrainResult:
+        cfg, recipe = self.cfg, self.recipe
+        title = f"{recipe.name} ({recipe.method.label}{' + RNA' if recipe.rna.enabled else ''})"
+        with make_progress(TextColumn("{task.fields[status]}")) as progress:
+            bar = progress.add_task(
+                escape(title), total=cfg.steps, completed=self.start_step, status=""
+            )
+            for step in range(self.start_step, cfg.steps):
+                began = time.perf_counter()
+                logged = self.train_step(step)
+                seconds = time.perf_counter() - began
+                self._log_step(step, logged, seconds)
+                status = (
+                    f"loss {logged['loss']:.4f}  forget {logged['forget_loss']:.4f}  "
+                    f"retain {logged['retain_loss']:.4g}  {seconds:.1f}s/step"
+                )
+                progress.update(bar, advance=1, status=status)
+                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                    self.save_checkpoint(step + 1)
+        if self.start_step >= cfg.steps and self.main:
+            console.print(
+                f"{self.run_dir}: already complete ({self.start_step} steps)", markup=False
+            )
+        return TrainResult(self.run_dir, self.trainable, self.rank)
 
 
 def train(
     recipe: Recipe, run_dir: Path, *, resume: bool = False, force: bool = False
 ) -> TrainResult:
-    """Unlearn with `recipe`; only the main process writes the run folder (and holds its lock,
-    so that a second trainer in the same folder is refused). `force` starts a run in a folder
-    that holds other files."""
+    """Unlearn with `recipe` into `run_dir`; only the main process writes the run folder (and
+    holds its lock, so that a second trainer in the same folder is refused). `force` starts a
+    run in a folder that holds other files."""
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=recipe.model.device == "cpu")
@@ -375,233 +375,12 @@ def train(
         check_folder(run_dir, ours=RUN_FOLDER, force=force)  # before anything is written there
         lock = hold_run(run_dir)
         for line in recover(run_dir, locked=True):  # an interrupted save, left-over temp files
-            console.print(f"[yellow]{line}[/]", highlight=False)
+            console.print(f"[yellow]{escape(line)}[/]", highlight=False)
     accelerator.wait_for_everyone()
     try:
-        return _train(recipe, run_dir, accelerator, resume=resume)
+        run = UnlearningRecipe(recipe, run_dir, accelerator, resume=resume)
+        run.setup()
+        return run.train()
     finally:
         if lock is not None:
             lock.release()
-
-
-def _train(recipe: Recipe, run_dir: Path, accelerator, *, resume: bool) -> TrainResult:
-    cfg = recipe.train
-    main, device = accelerator.is_main_process, accelerator.device
-    rank, world = accelerator.process_index, accelerator.num_processes
-    start_step = _prepare_run_dir(run_dir, recipe, resume)
-
-    fsdp = fsdp_plugin(accelerator)  # launched with an FSDP config: shard the frozen weights
-    if fsdp is not None:
-        check_fsdp(recipe, fsdp)
-    model, tokenizer, trainable = load_for_training(
-        recipe, device, on=torch.device("cpu") if fsdp is not None else None
-    )
-    if fsdp is not None:
-        shard_model(model, trainable, fsdp, device)
-    base_hash = tensors_hash(trainable)  # of the trained tensors' original values (old readers)
-    # of the whole base (cached per set of weight files); only the main process saves
-    fingerprint = base_fingerprint(recipe.model.name, model) if main else None
-    data = training_data(recipe, tokenizer, rank, world)
-    method = build_method(recipe.method, model.config.hidden_size, len(data.forget), cfg.seed)
-    retain = build_retain(recipe.method)
-    noise_layers = resolve_layers(
-        recipe.rna.layers,
-        model.config.num_hidden_layers,
-        recipe.method.layer,
-        key=f"{recipe.source}: rna.layers",
-    )
-    if recipe.rna.enabled and method.family == "rm" and min(noise_layers) > recipe.method.layer:
-        raise RnacliError(
-            f"{recipe.source}: rna.layers = {recipe.rna.layers!r}: noise above method.layer = "
-            f"{recipe.method.layer} never reaches an RM method's retain target"
-        )
-    passes = Passes(
-        model,
-        list(trainable),
-        reference=cfg.reference,
-        shared_prefix=cfg.shared_prefix,
-        truncate=cfg.truncated_forward,
-        chunk_tokens=head_chunk_tokens(cfg.logits_chunk, model.config.vocab_size),
-        checkpoint_head=cfg.checkpoint_head,
-    )
-    rna = rna_setup(recipe, noise_layers, passes, data)  # before a resumed run's weights load
-    if rna is not None and main:
-        console.print(rna.describe(), highlight=False)
-        if note := expectation_note(
-            method.family, noise_layers, recipe.method.layer, recipe.method.label
-        ):
-            console.print(note, highlight=False)
-    master = MasterWeights(trainable, cfg.master_weights)
-    optimizer = make_optimizer(recipe, master.optimized(), device)
-    if start_step:
-        _restore(run_dir, trainable, optimizer, master)
-        log.info("resuming %s from step %d", run_dir, start_step)
-    if main:
-        extra = {"base_fingerprint": fingerprint, **({"rna": rna.to_dict()} if rna else {})}
-        _write_run_files(run_dir, recipe, device, world, start_step, extra)
-    bf16 = use_autocast(cfg.autocast, device)
-    autocast = precision_autocast(bf16, device)
-    last_saved = start_step
-
-    def stopped(step: int, what: str) -> RnacliError:
-        kept = (
-            f"The last good checkpoint (step {last_saved}) is kept in {run_dir / CHECKPOINT}."
-            if last_saved
-            else "No checkpoint was written (the run stopped before its first save)."
-        )
-        return RnacliError(
-            f"step {step}: {what}; stopped. {kept} Try a lower train.lr or method coefficient."
-        )
-
-    with make_progress(TextColumn("{task.fields[status]}")) as progress:
-        bar = progress.add_task(
-            f"{recipe.name} ({recipe.method.label}{' + RNA' if recipe.rna.enabled else ''})",
-            total=cfg.steps,
-            completed=start_step,
-            status="",
-        )
-        for step in range(start_step, cfg.steps):
-            began = time.perf_counter()
-            master.zero_grad()
-            logged = dict.fromkeys(("loss", "forget_loss", "retain_loss"), 0.0)
-            for micro in range(cfg.grad_accum):
-                batch = data.batch(step, micro).to(device)
-                noise = step_noise(recipe, rna, step, data.micro_index(micro), device)
-                values = unlearning_backward(
-                    method,
-                    retain,
-                    passes,
-                    batch,
-                    recipe.alphas[batch.corpus],
-                    noise,
-                    accum=cfg.grad_accum,
-                    split=cfg.split_backward,
-                    autocast=autocast,
-                )
-                # checked after the backward (a split backward runs the forget loss's before
-                # the retain loss exists): a step with a non-finite loss is never applied
-                if not all(math.isfinite(v) for v in values.values()):
-                    shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
-                    raise stopped(step + 1, f"loss is not finite ({shown})")
-                master.collect_grads()
-                for k, v in values.items():
-                    logged[k] += v / cfg.grad_accum
-            if world > 1:  # only a few tensors train: reduce their gradients directly
-                for t in master.optimized():
-                    t.grad = accelerator.reduce(t.grad, reduction="mean")
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(master.optimized(), cfg.max_grad_norm)
-            optimizer.step()
-            master.write_back()
-            # A finite loss can still come with an update that poisons the weights (lr = inf,
-            # an overflowing gradient): checked on the few trained tensors, every step.
-            bad = first_nonfinite({**trainable, **master.state()})
-            if bad is not None:
-                raise stopped(step + 1, f"the update made {bad} NaN or infinite")
-            seconds = time.perf_counter() - began
-            if main:
-                append_jsonl(
-                    run_dir / METRICS,
-                    {
-                        "step": step + 1,
-                        "corpus": data.forget_names[step % len(data.forget)],
-                        **{k: round(v, 6) for k, v in logged.items()},
-                        "lr": cfg.lr,
-                        "seconds": round(seconds, 3),
-                    },
-                )
-            progress.update(
-                bar,
-                advance=1,
-                status=(
-                    f"loss {logged['loss']:.4f}  forget {logged['forget_loss']:.4f}  "
-                    f"retain {logged['retain_loss']:.4g}  {seconds:.1f}s/step"
-                ),
-            )
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                if main:
-                    save_checkpoint(
-                        run_dir,
-                        base_model=_portable_spec(recipe.model.name),
-                        base_hash=base_hash,
-                        base_fingerprint=fingerprint,
-                        tensors=dict(trainable),
-                        step=step + 1,
-                        optimizer_state=optimizer.state_dict(),
-                        masters=master.state(),
-                        extra={
-                            "recipe": recipe.name,
-                            "method": recipe.method.label,
-                            "rna": recipe.rna.enabled,
-                            "steps_total": cfg.steps,
-                        },
-                    )
-                accelerator.wait_for_everyone()
-                last_saved = step + 1
-    if start_step >= cfg.steps and main:
-        console.print(f"{run_dir}: already complete ({start_step} steps)")
-    return TrainResult(run_dir, trainable, rank)
-
-
-def _restore(
-    run_dir: Path,
-    trainable: dict[str, nn.Parameter],
-    optimizer: torch.optim.Optimizer,
-    master: MasterWeights,
-) -> None:
-    delta = load_delta(run_dir)
-    with torch.no_grad():
-        for name, param in trainable.items():
-            param.copy_(delta[name].to(param.device, param.dtype))
-    master.restore(load_masters(run_dir))
-    if (state := load_optimizer_state(run_dir)) is not None:
-        optimizer.load_state_dict(state)
-
-
-def _write_run_files(
-    run_dir: Path,
-    recipe: Recipe,
-    device: torch.device,
-    world: int,
-    start_step: int,
-    extra: dict | None = None,
-) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "recipe.toml", to_toml(recipe.to_dict()))
-    write_json(run_dir / "recipe.json", recipe.to_dict())
-    write_json(run_dir / "env.json", environment(device, recipe, world, extra))
-    _truncate_metrics(run_dir / METRICS, start_step)
-
-
-def _portable_spec(spec: str) -> str:
-    """A local model path is stored absolute, so the run loads from any working directory."""
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else spec
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint we resume from (they will be recomputed). A torn
-    last line (a kill mid-write) is dropped with a note; a damaged line before it is an error."""
-    if not path.exists():
-        return
-    if step == 0:
-        path.unlink()
-        return
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise RnacliError(f"{path}: not UTF-8 text (byte {e.start}); the log is damaged") from None
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if any(rest.strip() for rest in lines[i:]):
-                raise RnacliError(f"{path}:{i}: damaged line (invalid JSON)") from None
-            log.warning("%s:%d: dropped a torn last line (a run stopped mid-write)", path, i)
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    write_jsonl(path, [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= step])

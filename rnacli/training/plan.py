@@ -34,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rnacli.errors import RnacliError
+from rnacli.methods.registry import method_spec
 from rnacli.models.forward import PLAIN_DECODERS
 from rnacli.recipe import Recipe, load_recipe
 from rnacli.training.step import head_chunk_tokens
@@ -216,7 +217,7 @@ def architecture(config, source: str = "", trust_remote_code: bool = False) -> A
 
 def trainable_names(arch: Arch, recipe: Recipe) -> list[str]:
     """The parameters `rnacli train` would unfreeze (same regex, same error)."""
-    from rnacli.training.loop import default_trainable
+    from rnacli.training.setup import default_trainable
 
     if recipe.method.layer >= arch.layers:
         raise RnacliError(
@@ -295,12 +296,13 @@ class Pass:
 def step_passes(recipe: Recipe, forget_length: int) -> list[Pass]:
     """The forward passes of one step on a forget corpus of `forget_length` tokens."""
     b, m = recipe.data.batch_size, recipe.method
+    spec = method_spec(m.name)
     passes = [Pass("forget", b, forget_length, True)]
-    if m.name == "dpo":  # x = the first prompt tokens of the document, y = a refusal sentence
+    if spec.refusals:  # x = the first prompt tokens of the document, y = a refusal sentence
         win = min(m.prompt_tokens, forget_length // 2) + REFUSAL_TOKENS
         passes.append(Pass("refusal", b, win, True))
         passes.append(Pass("refusal, reference", b, win, False))
-    if m.name in ("npo", "dpo", "adaptive_rmu", "rsv"):
+    if spec.reference_forget_pass:
         passes.append(Pass("forget, reference", b, forget_length, False))
     passes.append(Pass("retain", b, recipe.data.retain_max_length, True))
     passes.append(Pass("retain, reference", b, recipe.data.retain_max_length, False))
