@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 from typing import NamedTuple
 
-from rnacli.recipe import method_label
+from rnacli.methods.registry import method_label, method_spec
 
 ROOT = Path(__file__).resolve().parent
 
@@ -247,14 +247,10 @@ def paper(key: str, rna: bool) -> str:
     ]
     lines += _method_lines(p.method, p.retain_loss)
     lines += ["layer = 7", f"alpha = [{p.alphas[0]:.1f}, {p.alphas[1]:.1f}]  # (bio, cyber)"]
-    lines.append(
-        {
-            "rmu": "steering_coeff = 6.5",
-            "rsv": "steering_coeff = 10.0  # grid 5..100 in the paper",
-            "adaptive_rmu": "beta = 3.0",
-        }.get(p.method, "beta = 0.1")
-    )
-    if p.method == "simnpo":
+    spec = method_spec(p.method)
+    grid = "  # grid 5..100 in the paper" if p.method == "rsv" else ""
+    lines.append(f"{spec.coefficient} = {spec.default}{grid}")
+    if spec.uses_gamma:
         lines.append("gamma = 0.0")
     lines += _rna_lines(rna, p.nu, 7, f"  # the paper's best nu for {name}")
     lines += [
