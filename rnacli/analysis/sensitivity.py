@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from rich.markup import escape
+from rich.table import Table
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rnacli.console import progress_bar
 from rnacli.data.batches import document_batch
+from rnacli.methods.rna import resolve_layers
 from rnacli.models.forward import (
     PLAIN_DECODERS,
     StopForward,
@@ -28,6 +32,10 @@ from rnacli.models.forward import (
     split_layer_output,
     stop_after,
 )
+from rnacli.models.loading import load_model, model_label
+
+# model label -> layer g -> {"mean", "stderr", "n"}
+Results = dict[str, dict[int, dict[str, float]]]
 
 
 def sensitivity_ratio(
@@ -143,7 +151,50 @@ def layer_sensitivity(
     return out
 
 
-def sensitivity_plot(results: dict[str, dict[int, dict[str, float]]], path, title: str) -> None:
+def sensitivity_of_models(
+    specs: Sequence[str],
+    docs: Sequence[str],
+    layers: int | list[int] | str,
+    *,
+    device: str = "auto",
+    key: str = "layers",
+    **options: Any,
+) -> Results:
+    """`layer_sensitivity` of each model, loaded one at a time (labels as `model_label`).
+
+    `layers` as `resolve_layers` reads it (7, [5, 6, 7], early, middle, late, all), resolved
+    for each model's depth with layer min(7, depth - 1) as the unlearn layer; `key` names it
+    in the error for a bad value. `options` (noise_scale, draws, max_length, batch_size,
+    seed) go to `layer_sensitivity`. Raises RnacliError for a model that does not load."""
+    results: Results = {}
+    for spec in specs:
+        model, tokenizer = load_model(spec, device=device)
+        n_layers = model.config.num_hidden_layers
+        chosen = resolve_layers(layers, n_layers, min(7, n_layers - 1), key=key)
+        label = model_label(spec)
+        results[label] = layer_sensitivity(model, tokenizer, docs, chosen, label=label, **options)
+        del model  # before the next model loads
+    return results
+
+
+def sensitivity_table(results: Results, source: str, documents: int) -> Table:
+    """Rows: layers g; columns: the mean S_g of each model ("-" for a layer it lacks)."""
+    table = Table(
+        title=f"Noise sensitivity over {documents} documents of {escape(source)}",
+        title_justify="left",
+    )
+    table.add_column("layer g", justify="right")
+    for label in results:
+        table.add_column(escape(label), justify="right")
+    for layer in sorted({i for r in results.values() for i in r}):
+        table.add_row(
+            str(layer),
+            *[f"{r[layer]['mean']:.4g}" if layer in r else "-" for r in results.values()],
+        )
+    return table
+
+
+def sensitivity_plot(results: Results, path, title: str) -> None:
     """One curve per model: mean sensitivity per layer (log scale)."""
     import matplotlib
 

@@ -15,9 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+from rich.table import Table
+
 from rnacli.console import console, progress_bar
 from rnacli.data.perturb import keyword_sets, slug
 from rnacli.errors import RnacliError
+from rnacli.evaluate.report import fmt_acc
 from rnacli.evaluate.results import EVAL_FILE, read_eval
 from rnacli.files.atomic import atomic_path, write_json
 from rnacli.recipe import Recipe, load_recipe, parse_override
@@ -180,6 +184,28 @@ def summarise(folder: Path, grid: dict[str, list[Any]]) -> dict[str, Any]:
     return {"folder": str(folder), "grid": grid, "points": rows}
 
 
+def _tasks(summary: dict[str, Any]) -> list[str]:
+    """The tasks of every point, in first-seen order."""
+    return list(dict.fromkeys(t for row in summary["points"] for t in row["tasks"]))
+
+
+def sweep_table(summary: dict[str, Any]) -> Table:
+    """Rows: the points (`summarise`'s); columns: the grid's keys, then accuracy ± stderr
+    (%) per task, "-" where a point lacks the task."""
+    tasks = _tasks(summary)
+    table = Table(title=f"Sweep: {escape(summary['folder'])}", title_justify="left")
+    for col in [*summary["grid"], *tasks]:
+        table.add_column(escape(col), justify="right")
+    for row in summary["points"]:
+        cells = [escape(str(row["point"][k])) for k in summary["grid"]]
+        cells += [
+            fmt_acc(row["tasks"][t]["acc"], row["tasks"][t]["stderr"]) if t in row["tasks"] else "-"
+            for t in tasks
+        ]
+        table.add_row(*cells)
+    return table
+
+
 def plot_sweep(summary: dict[str, Any], path: Path) -> None:
     """One panel per task: accuracy against the first grid key, a line per other setting."""
     import matplotlib
@@ -189,7 +215,7 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> None:
 
     keys = list(summary["grid"])
     x_key, rest = keys[0], keys[1:]
-    tasks = list(dict.fromkeys(t for row in summary["points"] for t in row["tasks"]))
+    tasks = _tasks(summary)
     cols = min(3, len(tasks))
     rows_n = (len(tasks) + cols - 1) // cols
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.6 * rows_n), squeeze=False)

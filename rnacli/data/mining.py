@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from rich.markup import escape
+from rich.table import Table
 
 from rnacli.errors import RnacliError
 
@@ -81,6 +84,54 @@ def keyword_sets(scored: list[Scored], n: int, top: int) -> dict[str, list[Score
         f"most-{n}": distinct(by_sim[::-1]),
         f"least-{n}": distinct(by_sim),
         f"mean-{n}": distinct(around_mean),
+    }
+
+
+def mine(
+    docs: Sequence[str], sizes: Sequence[int], embed: Embedder, max_ngrams: int, top: int
+) -> tuple[dict[int, list[Scored]], dict[str, list[Scored]]]:
+    """(pools, sets): every scored n-gram per size n (`score_ngrams`), and the most/least/mean
+    keyword sets of each size (`keyword_sets`). Raises RnacliError for documents shorter than n
+    words."""
+    pools: dict[int, list[Scored]] = {}
+    sets: dict[str, list[Scored]] = {}
+    for n in sizes:
+        pools[n] = score_ngrams(docs, n, embed, max_ngrams)
+        sets.update(keyword_sets(pools[n], n, top))
+    return pools, sets
+
+
+def keywords_table(sets: dict[str, list[Scored]], corpus: str, documents: int) -> Table:
+    """One row per keyword set: its similarity range and its first four n-grams."""
+    table = Table(
+        title=f"Forget-token sets from {documents} documents of {escape(corpus)}",
+        title_justify="left",
+    )
+    for col in ("set", "similarity", "keywords"):
+        table.add_column(col)
+    for name, items in sets.items():
+        sims = [s.similarity for s in items]
+        shown = " | ".join(s.ngram for s in items[:4]) + (" | ..." if len(items) > 4 else "")
+        table.add_row(name, f"{min(sims):.3f}..{max(sims):.3f}", escape(shown))
+    return table
+
+
+def keywords_json(
+    pools: dict[int, list[Scored]], sets: dict[str, list[Scored]], corpus: str, documents: int
+) -> dict[str, Any]:
+    """keywords.json: `keyword_sets` (what `--keywords-file` reads), each n-gram's similarity
+    and document, and the mean similarity per n."""
+    return {
+        "keyword_sets": {name: [s.ngram for s in items] for name, items in sets.items()},
+        "details": {
+            name: [{"ngram": s.ngram, "similarity": s.similarity, "doc": s.doc} for s in items]
+            for name, items in sets.items()
+        },
+        "corpus": corpus,
+        "documents": documents,
+        "mean_similarity": {
+            str(n): sum(s.similarity for s in p) / len(p) for n, p in pools.items() if p
+        },
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -17,12 +18,13 @@ def fmt_acc(acc: float | None, stderr: float | None = None) -> str:
 
 
 def eval_table(entries: list[dict[str, Any]], title: str = "Zero-shot accuracy (%)") -> Table:
-    """Rows: tasks (in first-seen order); columns: n, then one accuracy ± stderr per model."""
+    """Rows: tasks (in first-seen order); columns: n, then one accuracy ± stderr per model.
+    Task names and labels are the user's: escaped, so that rich keeps `world-forget[seed=1]`."""
     table = Table(title=title, title_justify="left")
     table.add_column("task", style="bold")
     table.add_column("n", justify="right")
     for entry in entries:
-        table.add_column(entry["label"], justify="right")
+        table.add_column(escape(entry["label"]), justify="right")
     tasks: dict[str, int] = {}
     for entry in entries:
         for name, res in entry["tasks"].items():
@@ -35,10 +37,10 @@ def eval_table(entries: list[dict[str, Any]], title: str = "Zero-shot accuracy (
             cells.append(fmt_acc(res["acc"], res["stderr"]) if res else "-")
             if res and res.get("keywords"):
                 keywords.setdefault(name, list(res["keywords"]))
-        table.add_row(name, str(n), *cells)
+        table.add_row(escape(name), str(n), *cells)
     if keywords:  # what a perturbed task inserted (the default keyword is easy to forget)
         table.caption = "; ".join(
-            f"{name}: forget keyword{'s' if len(words) > 1 else ''} {', '.join(words)}"
+            escape(f"{name}: forget keyword{'s' if len(words) > 1 else ''} {', '.join(words)}")
             for name, words in keywords.items()
         )
         table.caption_justify = "left"
@@ -52,10 +54,11 @@ def _pct(value: float | None, signed: bool = False) -> str:
 
 
 def comparison_tables(comparison) -> list[Table]:
-    """One table per task: accuracy per run, reduction vs base, recovery vs the plain twin."""
+    """One table per task: accuracy per run, reduction vs base, recovery vs the plain twin
+    (the names of tasks, runs and methods escaped: they are the user's)."""
     tables = []
     for task in comparison.tasks:
-        table = Table(title=task, title_justify="left")
+        table = Table(title=escape(task), title_justify="left")
         for col in (
             "run",
             "method",
@@ -70,10 +73,10 @@ def comparison_tables(comparison) -> list[Table]:
             is_base = row["run"] == comparison.base.label
             recovery = _pct(row["recovery"])
             if row["recovery"] is not None and row["twin"]:
-                recovery += f" (vs {row['twin']})"
+                recovery += escape(f" (vs {row['twin']})")
             table.add_row(
-                f"[bold]{row['run']}[/] (base)" if is_base else row["run"],
-                row["method"],
+                f"[bold]{escape(row['run'])}[/] (base)" if is_base else escape(row["run"]),
+                escape(row["method"]),
                 "yes" if row["rna"] else "-",
                 str(row["n"]),
                 fmt_acc(row["acc"], row["stderr"]),
