@@ -71,6 +71,8 @@ def test_perturb_command(qa_file, tmp_path):
     [
         (["eval", "nope-model", "--tasks", "mmlu"], "error: unknown model 'nope-model'"),
         (["eval", "x", "--tasks", "no-such-task"], "error: unknown task 'no-such-task'"),
+        # a user's brackets are text, not rich markup
+        (["eval", "nope[x=1]", "--tasks", "mmlu"], "error: unknown model 'nope[x=1]'"),
     ],
 )
 def test_errors_are_one_line_without_traceback(monkeypatch, capsys, args, message):
@@ -84,7 +86,7 @@ def test_errors_are_one_line_without_traceback(monkeypatch, capsys, args, messag
 
 
 def test_task_lists_keep_a_worlds_settings_whole():
-    from rnacli.cli import task_list
+    from rnacli.cli.common import task_list
 
     assert task_list("mmlu, world-retain[people=16,seed=1],perturbed-mmlu,") == [
         "mmlu",
@@ -113,3 +115,44 @@ def test_help_shows_defaults_whole_and_no_types_beside_flags(monkeypatch, capsys
     plan = next(i for i, line in enumerate(lines) if "│ plan " in line)
     # "optimizer" once ended a line of its own: the docstring's line break was kept
     assert "optimizer states" in " ".join(lines[plan : plan + 2]).replace("│", " ")
+
+
+def test_help_lists_the_commands_in_panels_in_the_order_of_the_work(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setattr(sys, "argv", ["rnacli", "--help"])
+    with pytest.raises(SystemExit):
+        main()
+    panels: list[tuple[str, list[str]]] = []
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("╭─ "):
+            panels.append((line.strip("╭─╮ "), []))
+        elif line.startswith("│ ") and line[2] != " " and panels:  # not a wrapped description
+            panels[-1][1].append(line.split()[1])
+    assert panels == [
+        ("Options", ["--help"]),
+        ("Unlearn", ["train", "plan", "recipes"]),
+        ("Evaluate", ["eval", "export-tasks"]),
+        ("Report and demo", ["report", "demo"]),
+        ("Analyses", ["sweep", "sensitivity", "perturb", "mine-tokens"]),
+        ("Data and models", ["fetch", "export", "world", "data"]),
+    ]
+
+
+def test_printed_paths_and_tables_keep_the_users_brackets(qa_file, tmp_path):
+    """Rich markup would eat `[seed=1]` from a path, a world name or a table's title."""
+    from rich.console import Console
+
+    from rnacli.analysis.sensitivity import sensitivity_table
+    from rnacli.world.generate import WorldSpec
+    from rnacli.world.summary import usage_hint
+
+    out = tmp_path / "p[seed=1]"
+    result = runner.invoke(app, ["perturb", str(qa_file), "--out", str(out), "--keyword", "x"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out / 'perturbed-x.jsonl'}" in " ".join(result.output.split())
+    assert "model name 'world[seed=1]'" in usage_hint(WorldSpec(seed=1))
+    console = Console(record=True)
+    stats = {"mean": 0.5, "stderr": 0.1, "n": 2}
+    console.print(sensitivity_table({"run[a]": {3: stats}}, "world[seed=1]:forget-qa", 2))
+    text = "".join(console.export_text().split())  # the title wraps to the table's width
+    assert "documentsofworld[seed=1]:forget-qa" in text and "run[a]" in text

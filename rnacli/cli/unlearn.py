@@ -1,0 +1,103 @@
+"""Unlearn: `rnacli train` (a recipe -> a run folder), `rnacli plan` (its memory, before any
+download) and `rnacli recipes` (what recipes there are)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rnacli.cli.common import Force, RecipeFile
+from rnacli.console import out as stdout
+from rnacli.errors import RnacliError
+
+
+def train_command(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML (see recipes/).")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe key: --set train.lr=1e-5 (repeatable)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default runs/<recipe name>).")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the run in the folder from its last checkpoint."),
+    ] = False,
+    steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None,
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Also export a complete save_pretrained folder (RUN/full)."),
+    ] = False,
+    force: Force = False,
+) -> None:
+    """Unlearn a model with a recipe; writes a run folder that `rnacli eval` reads."""
+    from rnacli.models.loading import export_full
+    from rnacli.recipe import load_recipe
+    from rnacli.training.loop import train as run_training
+
+    overrides = list(set_ or []) + ([f"train.steps={steps}"] if steps is not None else [])
+    config = load_recipe(recipe, overrides)
+    run_dir = out or Path("runs") / config.name
+    run_training(config, run_dir, resume=resume, force=force)
+    if full:
+        stdout.print(f"full model: {export_full(run_dir, run_dir / 'full')}")
+    stdout.print(f"run: {run_dir}")
+
+
+def plan_command(
+    recipe: RecipeFile,
+    gpus: Annotated[int, typer.Option(help="GPUs (0: plan for the CPU).")] = 1,
+    gpu_memory: Annotated[float | None, typer.Option(help="Memory per GPU in GiB.")] = None,
+    strategy: Annotated[str, typer.Option(help="ddp (replicated) or fsdp (sharded).")] = "ddp",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe key (repeatable).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the plan as JSON.")
+    ] = None,
+    force: Force = False,
+) -> None:
+    """Estimate the peak memory of a training step (weights, reference, gradients, optimizer
+    states, activations) from the model's config alone, before any download."""
+    from rnacli.files.atomic import write_json
+    from rnacli.runs.outputs import check_file
+    from rnacli.training.plan import plan, render
+
+    if json_out is not None:
+        check_file(json_out, option="--json", inputs=[recipe], force=force)
+
+    result = plan(str(recipe), list(set_ or []), gpus, gpu_memory, strategy)
+    stdout.print(render(result))
+    if json_out is not None:
+        write_json(json_out, result)
+
+
+def recipes_command(
+    folder: Annotated[Path, typer.Argument(help="Folder of recipes.")] = Path("recipes"),
+) -> None:
+    """List recipes: method, RNA (noise scale, layers), model, steps."""
+    from rich.table import Table
+
+    from rnacli.recipe import load_recipe
+
+    table = Table(title=f"Recipes in {folder}", title_justify="left")
+    for col in ("recipe", "method", "RNA", "model", "steps"):
+        table.add_column(col)
+    files = sorted(folder.rglob("*.toml"))
+    if not files:
+        raise RnacliError(f"{folder}: no recipes (*.toml)")
+    for path in files:
+        r = load_recipe(path)
+        rna = (
+            f"nu={r.rna.noise_scale:g}{'x scale' if r.rna.scale == 'relative' else ''} "
+            f"@ {r.rna.layers or r.method.layer}{', model side' if r.rna.side == 'model' else ''}"
+            if r.rna.enabled
+            else "-"
+        )
+        table.add_row(
+            str(path.relative_to(folder)), r.method.label, rna, r.model.name, str(r.train.steps)
+        )
+    stdout.print(table)
