@@ -27,6 +27,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -65,21 +67,35 @@ def matmul_gflops(rows: int, config, bf16: bool, reps: int = 7) -> float:
     return statistics.median(rates)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=None)
     parser.add_argument("--forget-fraction", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="set_", action="append", default=[])
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+@contextmanager
+def fresh_cache() -> Iterator[Path]:
+    """A temporary RNACLI_CACHE_DIR: the user's cached world and the runs trained on it are
+    never touched, but the embedded model's conversion and the CPU verdict are reused."""
     user_cache = Path(os.environ.get("RNACLI_CACHE_DIR") or Path.home() / ".cache" / "rnacli")
     with tempfile.TemporaryDirectory(prefix="rnacli-world-bench-") as tmp:
-        # A fresh cache, but the embedded model's conversion and the CPU verdict are reused.
         for part in ("models", "assets", "precision"):
             if (user_cache / part).exists():
                 (Path(tmp) / part).symlink_to(user_cache / part)
         os.environ["RNACLI_CACHE_DIR"] = tmp
+        yield Path(tmp)
+        if (Path(tmp) / "world").exists():
+            shutil.rmtree(Path(tmp) / "world")  # before the temp folder goes: big files
+
+
+def build_once(args: argparse.Namespace) -> tuple:
+    """(learning config, the base's transformers config, build.json, wall seconds) of one
+    build from scratch, in a fresh cache."""
+    with fresh_cache():
+        # imported here: the cache folder is read when they are first used
         from rnacli.models.loading import load_model
         from rnacli.recipe import parse_override
         from rnacli.world.generate import WorldSpec
@@ -99,50 +115,50 @@ def main() -> None:
         base, _ = load_model(config.base, device="cpu")
         arch = base.config
         del base
-
         print(f"world {spec.key}, learning {config.key}, {torch.get_num_threads()} threads")
         started = time.perf_counter()
         build(spec, config, force=True)
         wall = time.perf_counter() - started
-        info = build_info(spec, config)
-        if (Path(tmp) / "world").exists():
-            shutil.rmtree(Path(tmp) / "world")  # before the temp folder goes: big files
+        return config, arch, build_info(spec, config), wall
 
+
+def main() -> None:
+    config, arch, info, wall = build_once(parse_args())
     seconds = info["seconds"]
     tokens, scored, steps = info["tokens"], info["scored_tokens"], info["steps"]
-    items = sum(info["items_per_epoch"])
-    flops = training_flops(arch, tokens, scored, tokens / items, config.first_layer)
+    flops = training_flops(
+        arch, tokens, scored, tokens / sum(info["items_per_epoch"]), config.first_layer
+    )
     rows = round(tokens / steps)  # tokens in an average batch
     bf16 = info["autocast_bf16"]
-    matmul = [matmul_gflops(rows, arch, bf16) for _ in range(2)]
+    matmul = statistics.mean(matmul_gflops(rows, arch, bf16) for _ in range(2))
     achieved = flops["total"] / seconds["training"] / 1e9
     epochs = len(info["history"])
-
-    print()
-    print("budget")
-    print(f"  epochs                  {epochs}")
-    print(f"  items per epoch         {info['items_per_epoch'][0]} (facts + letter questions)")
-    print(f"  tokens per epoch        {tokens / epochs:,.0f} (scored {scored / epochs:,.0f})")
-    print(f"  optimizer steps         {steps} (batch {config.batch_size}, ~{rows} tokens)")
-    print(f"  FLOPs per token         {flops['total'] / tokens / 1e6:,.0f} M (fwd + bwd)")
-    print(f"  training FLOPs          {flops['total'] / 1e12:,.1f} T")
-    print("time")
-    print(f"  build (wall)            {wall:,.0f} s = {wall / 60:.1f} min")
-    print(f"  loading the base        {seconds['loading']:,.0f} s")
-    print(f"  training                {seconds['training']:,.0f} s")
-    print(f"  accuracy check          {seconds['check']:,.0f} s ({info['check_questions']} each)")
-    print("rate")
-    print(f"  precision               {'bf16 autocast' if bf16 else 'fp32'}")
-    print(f"  training achieved       {achieved:,.1f} GFLOPS")
-    print(
-        f"  plain matmul [{rows}x{arch.hidden_size}]@[{arch.hidden_size}x"
-        f"{arch.intermediate_size}]  {statistics.mean(matmul):,.1f} GFLOPS"
-    )
-    print(f"  ratio                   {achieved / statistics.mean(matmul):.2f}")
-    print("learned (accuracy on the check sample)")
-    for key, value in info["accuracy"].items():
-        print(f"  {key:<22}  {100 * value:.1f} %")
-    print(f"fingerprint {info['fingerprint']}")
+    shape = f"[{rows}x{arch.hidden_size}]@[{arch.hidden_size}x{arch.intermediate_size}]"
+    lines = [
+        "",
+        "budget",
+        f"  epochs                  {epochs}",
+        f"  items per epoch         {info['items_per_epoch'][0]} (facts + letter questions)",
+        f"  tokens per epoch        {tokens / epochs:,.0f} (scored {scored / epochs:,.0f})",
+        f"  optimizer steps         {steps} (batch {config.batch_size}, ~{rows} tokens)",
+        f"  FLOPs per token         {flops['total'] / tokens / 1e6:,.0f} M (fwd + bwd)",
+        f"  training FLOPs          {flops['total'] / 1e12:,.1f} T",
+        "time",
+        f"  build (wall)            {wall:,.0f} s = {wall / 60:.1f} min",
+        f"  loading the base        {seconds['loading']:,.0f} s",
+        f"  training                {seconds['training']:,.0f} s",
+        f"  accuracy check          {seconds['check']:,.0f} s ({info['check_questions']} each)",
+        "rate",
+        f"  precision               {'bf16 autocast' if bf16 else 'fp32'}",
+        f"  training achieved       {achieved:,.1f} GFLOPS",
+        f"  plain matmul {shape}  {matmul:,.1f} GFLOPS",
+        f"  ratio                   {achieved / matmul:.2f}",
+        "learned (accuracy on the check sample)",
+        *(f"  {key:<22}  {100 * value:.1f} %" for key, value in info["accuracy"].items()),
+        f"fingerprint {info['fingerprint']}",
+    ]
+    print("\n".join(lines))
     sys.stdout.flush()
 
 

@@ -15,20 +15,25 @@ runs/world_effect/summary.json.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
-from rnacli.evaluate.metrics import recovery_interval, recovery_rate, reduction_rate
-from rnacli.evaluate.results import EVAL_FILE, merge_eval, read_eval
-from rnacli.evaluate.runner import evaluate_model
-from rnacli.evaluate.tasks import resolve_tasks
-from rnacli.files.atomic import write_json
-from rnacli.recipe import load_recipe
-from rnacli.runs.checkpoint import CHECKPOINT, read_meta
-from rnacli.training.loop import train
+from _world import (
+    PERTURBED,
+    RECIPES,
+    TASKS,
+    accuracies,
+    base_evaluated,
+    check_recipes,
+    evaluated,
+    trained,
+    world_parser,
+    world_tasks,
+)
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "world"
+from rnacli.evaluate.metrics import recovery_interval, recovery_rate, reduction_rate
+from rnacli.files.atomic import write_json
+
 METHODS = [
     "rmu",
     "adaptive_rmu",
@@ -41,26 +46,17 @@ METHODS = [
     "simnpo_mse",
 ]
 RM = {"rmu", "adaptive_rmu", "rsv"}
-TASKS = ["world-forget", "world-retain", "world-perturbed", "world-mention"]
-PERTURBED = ("world-perturbed", "world-mention")
-
-
-def evaluated(run_dir: Path, tasks) -> dict:
-    """Per task of a run (evaluating what is missing): its accuracy and, per question, whether
-    the answer was right (for the bootstrap intervals)."""
-    done = read_eval(run_dir)[0]["tasks"] if (run_dir / EVAL_FILE).exists() else {}
-    if not all(t.name in done for t in tasks):
-        done = evaluate_model(str(run_dir), tasks, batch_size=32)["tasks"]
-    return {t.name: with_correct(done[t.name]) for t in tasks}
-
-
-def with_correct(result: dict) -> dict:
-    correct = [p == a for p, a in zip(result["predictions"], result["answers"], strict=True)]
-    return {"acc": result["acc"], "indices": result["indices"], "correct": correct}
-
-
-def accuracies(evaluation: dict) -> dict[str, float]:
-    return {task: result["acc"] for task, result in evaluation.items()}
+HEADER = (
+    "method",
+    "forget",
+    "retain",
+    "perturbed",
+    "mention",
+    "red. pert.",
+    "red. ment.",
+    "rec. pert.",
+    "rec. ment.",
+)
 
 
 def same_questions(base: dict, other: dict, what: str) -> None:
@@ -71,15 +67,6 @@ def same_questions(base: dict, other: dict, what: str) -> None:
                 f"{what}: its {task} questions differ from the base's (evaluated with another "
                 "--limit?); delete its eval.json to re-evaluate"
             )
-
-
-def trained(recipe_path: Path, run_dir: Path, overrides: list[str]) -> Path:
-    """`run_dir`, trained from the recipe with `overrides` (resuming; skipped when finished)."""
-    recipe = load_recipe(recipe_path, overrides)
-    meta = run_dir / CHECKPOINT / "meta.json"
-    if not (meta.exists() and read_meta(run_dir)["step"] >= recipe.train.steps):
-        train(recipe, run_dir, resume=True)
-    return run_dir
 
 
 def run(recipe_path: Path, seed: int, root: Path, tasks) -> dict:
@@ -95,79 +82,78 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):5.1f} ± {100 * std:4.1f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--root", type=Path, default=Path("runs/world_effect"))
-    parser.add_argument("--limit", type=int, default=150, help="questions per retain-side task")
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-
-    tasks = resolve_tasks(["world-forget"]) + resolve_tasks(TASKS[1:], limit=args.limit)
-    base_dir = args.root / "base"
-    if not (base_dir / EVAL_FILE).exists():
-        merge_eval(base_dir, [evaluate_model("world", tasks, batch_size=32)])
-    base_full = evaluated(base_dir, tasks)
+def method_results(method: str, seeds: list[int], root: Path, tasks, base_full: dict):
+    """(a row per seed: both variants' accuracies, reduction and recovery rates; the 95 %
+    bootstrap interval of the recovery of the seed means, per perturbed task)."""
     base = accuracies(base_full)
-
-    results: dict = {"base": base, "methods": {}, "intervals": {}}
-    for method in methods:
-        per_seed, correct = [], {"plain": [], "rna": []}
-        for seed in seeds:
-            row = {"seed": seed}
-            for variant, stem in (("plain", method), ("rna", f"{method}_rna")):
-                full = run(RECIPES / f"{stem}.toml", seed, args.root, tasks)
-                same_questions(base_full, full, f"{stem} seed {seed}")
-                row[variant] = accuracies(full)
-                correct[variant].append(full)
-            for task in PERTURBED:
-                row[f"reduction {task}"] = reduction_rate(base[task], row["plain"][task])
-                row[f"recovery {task}"] = recovery_rate(
-                    base[task], row["plain"][task], row["rna"][task]
-                )
-            per_seed.append(row)
-        results["methods"][method] = per_seed
-        results["intervals"][method] = {}
+    per_seed, correct = [], {"plain": [], "rna": []}
+    for seed in seeds:
+        row = {"seed": seed}
+        for variant, stem in (("plain", method), ("rna", f"{method}_rna")):
+            full = run(RECIPES / f"{stem}.toml", seed, root, tasks)
+            same_questions(base_full, full, f"{stem} seed {seed}")
+            row[variant] = accuracies(full)
+            correct[variant].append(full)
         for task in PERTURBED:
-            low, high, undefined = recovery_interval(
-                base_full[task]["correct"],
-                [c[task]["correct"] for c in correct["plain"]],
-                [c[task]["correct"] for c in correct["rna"]],
+            row[f"reduction {task}"] = reduction_rate(base[task], row["plain"][task])
+            row[f"recovery {task}"] = recovery_rate(
+                base[task], row["plain"][task], row["rna"][task]
             )
-            results["intervals"][method][task] = {"low": low, "high": high, "undefined": undefined}
-        write_json(args.root / "summary.json", results)
+        per_seed.append(row)
+    intervals = {}
+    for task in PERTURBED:
+        low, high, undefined = recovery_interval(
+            base_full[task]["correct"],
+            [c[task]["correct"] for c in correct["plain"]],
+            [c[task]["correct"] for c in correct["rna"]],
+        )
+        intervals[task] = {"low": low, "high": high, "undefined": undefined}
+    return per_seed, intervals
 
+
+def main() -> None:
+    parser = world_parser(
+        __doc__, methods=",".join(METHODS), seeds="0,1,2", root="runs/world_effect", limit=150
+    )
+    args = parser.parse_args()
+    check_recipes(parser, args.methods)
+    tasks = world_tasks(args.limit)
+    base_full = base_evaluated(args.root, tasks)
+    results: dict = {"base": accuracies(base_full), "methods": {}, "intervals": {}}
+    for method in args.methods:
+        rows, intervals = method_results(method, args.seeds, args.root, tasks, base_full)
+        results["methods"][method], results["intervals"][method] = rows, intervals
+        write_json(args.root / "summary.json", results)
+    report(results, len(args.seeds))
+    print(f"wrote {args.root / 'summary.json'}")
+
+
+def method_lines(method: str, rows: list[dict]) -> list[str]:
+    """The table's two lines of a method: plain with its reduction, RNA with its recovery."""
+    lines = []
+    for variant, rate, label in (
+        ("plain", "reduction", method),
+        ("rna", "recovery", f"{method} + RNA"),
+    ):
+        cells = [label, *(mean_std([r[variant][t] for r in rows]) for t in TASKS)]
+        rates = [mean_std([r[f"{rate} {t}"] for r in rows]) for t in PERTURBED]
+        cells += [*rates, "", ""] if variant == "plain" else ["", "", *rates]
+        lines.append(" | ".join(f"{c:>14}" for c in cells))
+    return lines
+
+
+def report(results: dict, n_seeds: int) -> None:
+    """The table (mean ± std over seeds), the RM and PO averages, the intervals, the checks."""
+    base = results["base"]
     print(
         f"base (learned world): forget {100 * base['world-forget']:.1f}, retain "
         f"{100 * base['world-retain']:.1f}, perturbed {100 * base['world-perturbed']:.1f}, "
-        f"mention {100 * base['world-mention']:.1f}   ({len(seeds)} seeds: mean ± std, %)"
+        f"mention {100 * base['world-mention']:.1f}   ({n_seeds} seeds: mean ± std, %)"
     )
-    header = (
-        "method",
-        "forget",
-        "retain",
-        "perturbed",
-        "mention",
-        "red. pert.",
-        "red. ment.",
-        "rec. pert.",
-        "rec. ment.",
-    )
-    print(" | ".join(f"{h:>14}" for h in header))
+    print(" | ".join(f"{h:>14}" for h in HEADER))
     groups: dict[str, dict[str, list[float]]] = {"RM": {}, "PO": {}}
     for method, rows in results["methods"].items():
-        for variant in ("plain", "rna"):
-            cells = [f"{method}{' + RNA' if variant == 'rna' else ''}"]
-            cells += [mean_std([r[variant][t] for r in rows]) for t in TASKS]
-            if variant == "plain":
-                cells += [mean_std([r[f"reduction {t}"] for r in rows]) for t in PERTURBED]
-                cells += ["", ""]
-            else:
-                cells += ["", ""]
-                cells += [mean_std([r[f"recovery {t}"] for r in rows]) for t in PERTURBED]
-            print(" | ".join(f"{c:>14}" for c in cells))
+        print("\n".join(method_lines(method, rows)))
         group = groups["RM" if method in RM else "PO"]
         for t in PERTURBED:
             group.setdefault(f"reduction {t}", []).extend(r[f"reduction {t}"] for r in rows)
@@ -180,7 +166,6 @@ def main() -> None:
         print(f"  {method:>14}: " + ", ".join(interval(t, i) for t, i in by_task.items()))
     for line in checks(results):
         print(line)
-    print(f"wrote {args.root / 'summary.json'}")
 
 
 def interval(task: str, found: dict) -> str:

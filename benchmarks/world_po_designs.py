@@ -26,17 +26,28 @@ table (mean ± std over seeds) and writes runs/world_po/summary.json.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 
-from world_effect import RECIPES, TASKS, evaluated, trained
+from _world import (
+    PERTURBED,
+    RECIPES,
+    RETAIN,
+    TASKS,
+    accuracies,
+    base_evaluated,
+    check_recipes,
+    evaluated,
+    grid_line,
+    scores,
+    split,
+    trained,
+    world_parser,
+    world_tasks,
+)
+from rich.table import Table
 
 from rnacli.console import console, out
-from rnacli.evaluate.results import EVAL_FILE, merge_eval
-from rnacli.evaluate.runner import evaluate_model
-from rnacli.evaluate.tasks import resolve_tasks
 from rnacli.files.atomic import write_json
 from rnacli.recipe import load_recipe
 
@@ -50,6 +61,15 @@ DESIGNS = {
     "longer": lambda recipe: [f"train.steps={2 * recipe.train.steps}"],
 }
 FRAGILE = 0.05  # the issue's threshold: 5 points below plain retain accuracy
+COLUMNS = (
+    "method",
+    "design",
+    "seeds",
+    *(t.removeprefix("world-") for t in TASKS),
+    "retain - perturbed (beyond base's)",
+    "retain - mention (beyond base's)",
+    "fragile",
+)
 
 
 def fmt(values: list[float]) -> str:
@@ -57,85 +77,65 @@ def fmt(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="npo_kl,simnpo_kl,dpo_kl")
-    parser.add_argument("--designs", default=",".join(DESIGNS))
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--limit", type=int, default=300, help="questions per retain-side task")
-    parser.add_argument("--root", type=Path, default=Path("runs/world_po"))
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    designs = [d.strip() for d in args.designs.split(",") if d.strip()]
-    for design in designs:
-        if design not in DESIGNS:
-            parser.error(f"--designs: '{design}' is not one of {', '.join(DESIGNS)}")
-
-    tasks = resolve_tasks(["world-forget"]) + resolve_tasks(TASKS[1:], limit=args.limit)
-    base_dir = args.root / "base"
-    if not (base_dir / EVAL_FILE).exists():
-        merge_eval(base_dir, [evaluate_model("world", tasks, batch_size=32)])
-    base = {t: r["acc"] for t, r in evaluated(base_dir, tasks).items()}
-
-    plan = [(m, d, s) for m in methods for d in designs for s in seeds]
+def run_grid(args, tasks) -> dict[tuple[str, str], list[dict]]:
+    """Every (method, design, seed) trained and evaluated: accuracies per (method, design)."""
+    plan = [(m, d, s) for m in args.methods for d in args.designs for s in args.seeds]
     rows: dict[tuple[str, str], list[dict]] = {}
     start = time.monotonic()
     for i, (method, design, seed) in enumerate(plan):
         path = RECIPES / f"{method}.toml"
         overrides = [f"train.seed={seed}", *DESIGNS[design](load_recipe(path))]
         run_dir = args.root / method / design / f"seed{seed}"
-        acc = {t: r["acc"] for t, r in evaluated(trained(path, run_dir, overrides), tasks).items()}
+        acc = accuracies(evaluated(trained(path, run_dir, overrides), tasks))
         rows.setdefault((method, design), []).append(acc)
-        elapsed = time.monotonic() - start
         console.print(
-            f"grid: {i + 1}/{len(plan)} ({elapsed / 60:.0f} min, eta "
-            f"{elapsed / (i + 1) * (len(plan) - i - 1) / 60:.0f} min) {method} {design} seed "
-            f"{seed}: "
-            + ", ".join(f"{t.removeprefix('world-')} {100 * a:.1f}" for t, a in acc.items())
+            f"{grid_line(i + 1, len(plan), start)} {method} {design} seed {seed}: {scores(acc)}",
+            markup=False,
         )
+    return rows
 
-    from rich.table import Table
 
+def table_and_summary(rows: dict, base: dict[str, float]) -> tuple[Table, dict]:
+    """The printed table and summary.json: each gap to plain retain accuracy, and that gap
+    beyond the base's own, which decides `fragile`."""
     table = Table(title="PO methods on the world: accuracy (%), mean ± std over seeds")
-    for h in (
-        "method",
-        "design",
-        "seeds",
-        "forget",
-        "retain",
-        "perturbed",
-        "mention",
-        "retain - perturbed (beyond base's)",
-        "retain - mention (beyond base's)",
-        "fragile",
-    ):
+    for h in COLUMNS:
         table.add_column(h, justify="right")
-    base_gap = {t: base["world-retain"] - base[t] for t in ("world-perturbed", "world-mention")}
-    summary = {"base": base, "rows": {}}
+    base_gap = {t: base[RETAIN] - base[t] for t in PERTURBED}
+    summary: dict = {"base": base, "rows": {}}
     for (method, design), accs in rows.items():
-        gaps = {
-            t: [a["world-retain"] - a[t] for a in accs]
-            for t in ("world-perturbed", "world-mention")
-        }
-        fragile = any(statistics.mean(g) - base_gap[t] >= FRAGILE for t, g in gaps.items())
+        gaps = {t: [a[RETAIN] - a[t] for a in accs] for t in PERTURBED}
+        beyond = {t: statistics.mean(g) - base_gap[t] for t, g in gaps.items()}
+        fragile = any(b >= FRAGILE for b in beyond.values())
         table.add_row(
             method,
             design,
             str(len(accs)),
             *(fmt([a[t] for a in accs]) for t in TASKS),
-            *(
-                f"{fmt(g)} ({100 * (statistics.mean(g) - base_gap[t]):+.1f})"
-                for t, g in gaps.items()
-            ),
+            *(f"{fmt(g)} ({100 * beyond[t]:+.1f})" for t, g in gaps.items()),
             "yes" if fragile else "no",
         )
         summary["rows"][f"{method}/{design}"] = {"runs": accs, "fragile": fragile}
+    return table, summary
+
+
+def main() -> None:
+    parser = world_parser(
+        __doc__, methods="npo_kl,simnpo_kl,dpo_kl", seeds="0,1,2", root="runs/world_po", limit=300
+    )
+    parser.add_argument("--designs", type=split, default=",".join(DESIGNS))
+    args = parser.parse_args()
+    check_recipes(parser, args.methods, variants=("",))
+    for design in args.designs:
+        if design not in DESIGNS:
+            parser.error(f"--designs: '{design}' is not one of {', '.join(DESIGNS)}")
+    tasks = world_tasks(args.limit)
+    base = accuracies(base_evaluated(args.root, tasks))
+    table, summary = table_and_summary(run_grid(args, tasks), base)
     out.print(table)
     out.print(
-        "base: "
-        + ", ".join(f"{t} {100 * a:.1f}" for t, a in base.items())
-        + f"; fragile: a gap beyond the base's of >= {100 * FRAGILE:.0f} points"
+        f"base: {', '.join(f'{t} {100 * a:.1f}' for t, a in base.items())}"
+        f"; fragile: a gap beyond the base's of >= {100 * FRAGILE:.0f} points"
     )
     write_json(args.root / "summary.json", summary)
     out.print(f"wrote {args.root / 'summary.json'}", markup=False)

@@ -39,18 +39,30 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from world_effect import RECIPES, evaluated, trained
+from _world import (
+    FORGET,
+    PERTURBED,
+    RECIPES,
+    RETAIN,
+    TASKS,
+    accuracies,
+    base_evaluated,
+    check_recipes,
+    evaluated,
+    grid_line,
+    int_list,
+    scores,
+    split,
+    trained,
+    world_parser,
+    world_tasks,
+)
 
 from rnacli.console import console, out
 from rnacli.evaluate.metrics import matched_gain, matched_gain_interval, recovery_rate
-from rnacli.evaluate.results import EVAL_FILE, merge_eval
-from rnacli.evaluate.runner import evaluate_model
-from rnacli.evaluate.tasks import resolve_tasks
+from rnacli.evaluate.results import EVAL_FILE
 from rnacli.files.atomic import write_json
-
-FORGET, RETAIN = "world-forget", "world-retain"
-PERTURBED = ("world-perturbed", "world-mention")
-TASKS = (FORGET, RETAIN, *PERTURBED)
+from rnacli.recipe import load_recipe
 
 
 class Point(NamedTuple):
@@ -230,91 +242,103 @@ def plot(method: str, summary: dict, base: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="rmu", help="world recipes, e.g. rmu,adaptive_rmu,rsv")
-    parser.add_argument("--steps", default="75,100,150", help="plain recipe's step counts")
+def parse_args() -> argparse.Namespace:
+    parser = world_parser(
+        __doc__, methods="rmu", seeds="0,1,2,3,4", root="runs/world_tradeoff", limit=300
+    )
+    parser.add_argument(
+        "--steps", type=int_list, default="75,100,150", help="plain recipe's step counts"
+    )
     parser.add_argument(
         "--variants",
+        type=split,
         default="reference@8:r1,reference@8:r4,model@5:r0.1,model@5:r0.3",
         help="RNA points, SIDE@LAYER:SCALE (rN relative, N absolute)",
     )
-    parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--limit", type=int, default=300, help="questions per perturbed set")
     parser.add_argument("--retain-limit", type=int, default=150, help="plain retain questions")
-    parser.add_argument("--root", type=Path, default=Path("runs/world_tradeoff"))
     parser.add_argument("--world", default="", help="world spec, e.g. seed=1 (default: world)")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    steps = [int(s) for s in args.steps.split(",")]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for method in methods:
-        for name in (f"{method}.toml", f"{method}_rna.toml"):
-            if not (RECIPES / name).exists():
-                parser.error(f"--methods: no recipe recipes/world/{name}")
+    check_recipes(parser, args.methods)
     try:
-        for text in variants:
+        for text in args.variants:
             parse_variant(text)
     except ValueError as e:
         parser.error(str(e))
+    return args
 
-    suffix = f"[{args.world}]" if args.world else ""
-    tasks = (
-        resolve_tasks([FORGET + suffix])
-        + resolve_tasks([RETAIN + suffix], limit=args.retain_limit)
-        + resolve_tasks([t + suffix for t in PERTURBED], limit=args.limit)
-    )
-    world = f"world{suffix}"
-    on_world = [
-        f"model.name={world}",
-        f'data.forget=["{world}:forget-qa"]',
-        f"data.retain={world}:retain-facts",
-    ]
-    if args.world:
-        args.root = args.root / world
 
-    def scored(run_dir: Path) -> dict:
+class World(NamedTuple):
+    """The world the grid runs on: its name suffix ('' or '[seed=1]'), its tasks, and the
+    recipe overrides that point a default-world recipe at it."""
+
+    suffix: str
+    tasks: list
+    overrides: tuple[str, ...]
+
+    @classmethod
+    def of(cls, spec: str, limit: int, retain_limit: int) -> World:
+        suffix = f"[{spec}]" if spec else ""
+        name = f"world{suffix}"
+        overrides = (
+            f"model.name={name}",
+            f'data.forget=["{name}:forget-qa"]',
+            f"data.retain={name}:retain-facts",
+        )
+        return cls(suffix, world_tasks(limit, retain_limit, suffix), overrides)
+
+    def scored(self, run_dir: Path) -> dict:
         """evaluated(), keyed by the task names without the world's spec."""
-        return {t.removesuffix(suffix): r for t, r in evaluated(run_dir, tasks).items()}
+        return self._unsuffixed(evaluated(run_dir, self.tasks))
 
-    base_dir = args.root / "base"
-    if not (base_dir / EVAL_FILE).exists():
-        merge_eval(base_dir, [evaluate_model(world, tasks, batch_size=32)])
-    base = {t: r["acc"] for t, r in scored(base_dir).items()}
+    def base(self, root: Path) -> dict[str, float]:
+        """The learned base's accuracy per task, evaluated once into `root`/base."""
+        return accuracies(self._unsuffixed(base_evaluated(root, self.tasks, f"world{self.suffix}")))
 
-    plan = [(m, p, s) for m in methods for p in grid(m, steps, variants) for s in seeds]
-    found: dict[str, dict[str, list[dict]]] = {m: {} for m in methods}
+    def _unsuffixed(self, found: dict) -> dict:
+        return {t.removesuffix(self.suffix): r for t, r in found.items()}
+
+
+def run_grid(args, world: World, root: Path) -> dict[str, dict[str, list[dict]]]:
+    """Every (method, point, seed) trained and evaluated (or reused): method -> point -> runs."""
+    plan = [
+        (m, p, s)
+        for m in args.methods
+        for p in grid(m, args.steps, args.variants)
+        for s in args.seeds
+    ]
+    found: dict[str, dict[str, list[dict]]] = {m: {} for m in args.methods}
     start = time.monotonic()
     for i, (method, point, seed) in enumerate(plan):
-        run_dir = args.root / method / folder(point) / f"seed{seed}"
+        run_dir = root / method / folder(point) / f"seed{seed}"
         fresh = not (run_dir / EVAL_FILE).exists()
-        overrides = [f"train.seed={seed}", *on_world, *point.overrides]
-        run = scored(trained(RECIPES / point.recipe, run_dir, overrides))
+        overrides = [f"train.seed={seed}", *world.overrides, *point.overrides]
+        run = world.scored(trained(RECIPES / point.recipe, run_dir, overrides))
         found[method].setdefault(point.label, []).append(run)
-        elapsed = time.monotonic() - start
-        eta = elapsed / (i + 1) * (len(plan) - i - 1)
         console.print(
-            f"grid: {i + 1}/{len(plan)} ({elapsed / 60:.0f} min, eta {eta / 60:.0f} min) "
-            f"{method} {point.label} seed {seed}: {'ran' if fresh else 'reused'}; "
-            + ", ".join(f"{t.removeprefix('world-')} {100 * run[t]['acc']:.1f}" for t in TASKS),
+            f"{grid_line(i + 1, len(plan), start)} {method} {point.label} seed {seed}: "
+            f"{'ran' if fresh else 'reused'}; {scores(accuracies(run))}",
             markup=False,
         )
+    return found
 
-    from rnacli.recipe import load_recipe
 
-    for method in methods:
-        points = grid(method, steps, variants)
+def main() -> None:
+    args = parse_args()
+    world = World.of(args.world, args.limit, args.retain_limit)
+    root = args.root / f"world{world.suffix}" if args.world else args.root
+    base = world.base(root)
+    found = run_grid(args, world, root)
+    for method in args.methods:
+        points = grid(method, args.steps, args.variants)
         rna_steps = load_recipe(RECIPES / f"{method}_rna.toml").train.steps
         summary = summarize(method, points, found[method], base, rna_steps)
-        summary["seeds"] = seeds
+        summary["seeds"] = args.seeds
         summary["limit"] = args.limit
-        write_json(args.root / method / "summary.json", summary)
-        plot(method, summary, base, args.root / method / "tradeoff.png")
-        out.print(f"wrote {args.root / method / 'summary.json'} and tradeoff.png", markup=False)
-    out.print(
-        "base: " + ", ".join(f"{t} {100 * base[t]:.1f}" for t in TASKS) + f"; {len(seeds)} seeds"
-    )
+        write_json(root / method / "summary.json", summary)
+        plot(method, summary, base, root / method / "tradeoff.png")
+        out.print(f"wrote {root / method / 'summary.json'} and tradeoff.png", markup=False)
+    base_line = ", ".join(f"{t} {100 * base[t]:.1f}" for t in TASKS)
+    out.print(f"base: {base_line}; {len(args.seeds)} seeds", markup=False)
 
 
 if __name__ == "__main__":
