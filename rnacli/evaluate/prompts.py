@@ -32,9 +32,6 @@ def cloze_prompt(record: QARecord, description_template: str) -> str:
     return description(description_template, record) + record["question"].strip()
 
 
-SCORINGS = ("mcq", "cloze")
-
-
 def scoring_request(
     record: QARecord, description_template: str, scoring: str = "mcq"
 ) -> tuple[str, tuple[str, ...]]:
