@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rnacli.analysis.sweep import parse_grid, point_name, points, sweep
+from rnacli.analysis.sweep import overrides, parse_grid, point_name, points, sweep
 from rnacli.errors import RnacliError
 from tests.conftest import tiny_recipe
 
@@ -22,6 +22,22 @@ def test_grid_parsing():
     assert point_name({"rna.noise_scale": 0.01}) == "rna.noise_scale=0.01"
     with pytest.raises(RnacliError, match="expected KEY=V1,V2"):
         parse_grid(["rna.noise_scale"])
+
+
+def test_grid_values_with_quotes_and_backslashes_round_trip(tmp_path, tiny_model_dir, corpora):
+    """A point's values reach the recipe unchanged: the overrides are written as TOML by the
+    recipe's writer (a hand-made f'"{v}"' broke on a quote and ate backslashes)."""
+    from rnacli.recipe import load_recipe
+
+    recipe = write_recipe(tmp_path, tiny_recipe(tiny_model_dir, corpora, "rmu"))
+    path = 'corpora/say "hi"\\new\\retain.txt'
+    grid = parse_grid([r'data.retain="corpora/say \"hi\"\\new\\retain.txt"'])
+    assert grid == {"data.retain": [path]}
+    point = {"data.retain": path, "data.forget": ['a"b.txt', "c\\d.txt"], "train.steps": 2}
+    loaded = load_recipe(recipe, overrides(point))
+    assert loaded.data.retain == path
+    assert loaded.data.forget == ['a"b.txt', "c\\d.txt"]
+    assert loaded.train.steps == 2
 
 
 def test_sweep_trains_evaluates_and_resumes(

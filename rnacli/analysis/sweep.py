@@ -24,7 +24,7 @@ from rnacli.errors import RnacliError
 from rnacli.evaluate.report import fmt_acc
 from rnacli.evaluate.results import EVAL_FILE, read_eval
 from rnacli.files.atomic import atomic_path, write_json
-from rnacli.recipe import Recipe, load_recipe, parse_override
+from rnacli.recipe import Recipe, load_recipe, parse_override, to_toml
 from rnacli.runs.checkpoint import CHECKPOINT, read_meta
 from rnacli.runs.outputs import anything, check_folder, names
 
@@ -56,14 +56,9 @@ def point_name(point: dict[str, Any]) -> str:
 
 
 def overrides(point: dict[str, Any]) -> list[str]:
-    def toml(v: Any) -> str:
-        return (
-            ("true" if v else "false")
-            if isinstance(v, bool)
-            else (repr(v) if isinstance(v, int | float | list) else f'"{v}"')
-        )
-
-    return [f"{k}={toml(v)}" for k, v in point.items()]
+    """A grid point as `--set` items ('rna.noise_scale = 0.01'), the values written by the
+    recipe's TOML writer, so that a quote or a backslash in a string comes back unchanged."""
+    return [to_toml({key: value}).strip() for key, value in point.items()]
 
 
 def _is_done(run_dir: Path, recipe: Recipe) -> bool:
