@@ -17,6 +17,21 @@ from rnacli.data.perturb import perturb_record
 from rnacli.data.records import LETTERS, QARecord, qa_record
 from rnacli.demo.bank import ModelBank
 from rnacli.demo.batch import batch_probe
+from rnacli.demo.form import (
+    ALL,
+    MAX_SEED,
+    batch_form,
+    default_group,
+    first_in_group,
+    first_view,
+    group_choices,
+    group_filter,
+    parse_seed,
+    probe_form,
+    question_edited,
+    random_question,
+    read_question,
+)
 from rnacli.demo.inputs import (
     MAX_KEYWORD_CHARS,
     MAX_QUESTION_CHARS,
@@ -24,8 +39,10 @@ from rnacli.demo.inputs import (
     insert_keyword,
     make_record,
 )
+from rnacli.demo.opening import Opening
 from rnacli.demo.probing import probe_question
 from rnacli.demo.questions import available_question_sets, question_set
+from rnacli.demo.served import DemoData, keyword_choices, prepare
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import choice_loglikelihoods
 from rnacli.evaluate.prompts import CONTINUATIONS, prompt
@@ -315,6 +332,147 @@ def test_question_sets(monkeypatch, fake_data_dir):
     assert len(question_set("mmlu", [long, *records(2)]).records) == 2  # over the limit: left out
 
 
+# --------------------------------------------------------------------------- the page's form
+
+WMDP = question_set("wmdp-bio", [{**r, "subject": ""} for r in records(6)])  # no subjects
+QUESTION = ("virology", "Which one is a virus?", "oak", "SARS-CoV-2", "salt", "iron", "B")
+
+
+def demo_data(bank: ModelBank, **kw) -> DemoData:
+    return DemoData(bank=bank, sets={"mmlu": MMLU, "wmdp-bio": WMDP}, **kw)
+
+
+def test_keyword_choices_keep_the_default_first_and_note_the_long_ones():
+    words, notes = keyword_choices(
+        {"a": [" anthrax ", "SARS-CoV-2", ""], "b": ["anthrax", "k" * (MAX_KEYWORD_CHARS + 1)]}
+    )
+    assert words == ["SARS-CoV-2", "anthrax"]
+    assert len(notes) == 1 and "left out" in notes[0]
+    assert keyword_choices({"a": ["two\nlines"]})[1]  # a line break: left out too
+
+
+def test_served_data_lookups(bank):
+    data = demo_data(bank, keywords=["SARS-CoV-2", "Ann Lee"])
+    assert data.set_named("mmlu") is MMLU
+    with pytest.raises(RnacliError, match=r"unknown question set '/etc' \(offered: mmlu, wmdp"):
+        data.set_named("/etc")
+    assert data.is_listed("mmlu", records(12)[3]["question"])
+    assert not data.is_listed("mmlu", "typed") and not data.is_listed("nope", "typed")
+    assert data.uses_subject("mmlu") and not data.uses_subject("wmdp-bio")
+    assert not data.uses_subject("nope")
+    assert not data.is_world and Insertion.MENTION not in data.insertions
+    assert data.keyword_picks() == [("SARS-CoV-2", "SARS-CoV-2"), ("Ann Lee", "Ann Lee")]
+    world = demo_data(bank, keywords=["Ann Lee", "SARS-CoV-2"], forget=["Ann Lee"])
+    assert world.is_world and world.insertions == list(Insertion)
+    assert world.keyword_picks() == [("Ann Lee (forgotten)", "Ann Lee"), ("SARS-CoV-2",) * 2]
+
+
+def test_group_pickers():
+    named = [("college biology", "college_biology"), ("computer security", "computer_security")]
+    assert group_choices(MMLU, allow_all=False) == [*named, ("virology", "virology")]
+    assert group_choices(MMLU, allow_all=True)[0] == (ALL, ALL)
+    assert group_choices(WMDP, allow_all=False) == [(ALL, ALL)]  # no groups: all of them
+    assert default_group(MMLU) == "virology" and default_group(WMDP) == ALL
+    assert group_filter(ALL) is None and group_filter("") is None
+    assert group_filter("virology") == "virology"
+    assert first_in_group(MMLU, "virology") == 2 and first_in_group(WMDP, ALL) == 0
+    with pytest.raises(RnacliError, match="no subject 'astrology'"):
+        first_in_group(MMLU, "astrology")
+    for _ in range(5):
+        group, index = random_question(MMLU)
+        assert group == MMLU.group_of(index)
+    assert random_question(WMDP)[0] == ALL
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, 0), (0, 0), (7.0, 7), ("12", 12), (MAX_SEED, MAX_SEED)]
+)
+def test_parse_seed(value, expected):
+    assert parse_seed(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("x", "not a whole number"), (-1, "between 0 and"), (MAX_SEED + 1, "between 0 and")],
+)
+def test_parse_seed_refuses(value, message):
+    with pytest.raises(RnacliError, match=message):
+        parse_seed(value)
+
+
+def test_read_question(bank):
+    data = demo_data(bank)
+    qset, record = read_question(data, "mmlu", QUESTION)
+    assert qset is MMLU and record["answer"] == 1 and record["subject"] == "virology"
+    with pytest.raises(RnacliError, match="the subject is empty"):
+        read_question(data, "mmlu", ("  ", *QUESTION[1:]))
+    assert read_question(data, "wmdp-bio", ("", *QUESTION[1:]))[1]["subject"] == ""
+    with pytest.raises(RnacliError, match="unknown question set"):
+        read_question(data, "nope", QUESTION)
+    with pytest.raises(RnacliError, match="choice C is empty"):
+        read_question(data, "mmlu", (*QUESTION[:4], "", *QUESTION[5:]))
+
+
+def test_probe_form_is_the_probe_of_its_fields(bank):
+    data = demo_data(bank)
+    record = read_question(data, "mmlu", QUESTION)[1]
+    plain = probe_form(data, "mmlu", QUESTION)
+    assert plain.to_dict()["models"] == probe_question(bank, MMLU, record).to_dict()["models"]
+    probe = probe_form(data, "mmlu", QUESTION, ("anthrax", "choice", "D", 3.0))
+    expected = probe_question(bank, MMLU, record, "anthrax", Insertion.CHOICE, choice="D", seed=3)
+    assert probe.prompt_after == expected.prompt_after and "D. anthrax" in probe.prompt_after
+    for token, message in [
+        (("", "choice", "D", 0), "the forget keyword is empty"),
+        (("anthrax", "elsewhere", "D", 0), "unknown insertion 'elsewhere'"),
+        (("anthrax", "choice", "D", -2), "seed must be between"),
+    ]:
+        with pytest.raises(RnacliError, match=message):
+            probe_form(data, "mmlu", QUESTION, token)
+
+
+def test_batch_form(bank):
+    calls = []
+    world = demo_data(bank, forget=["Ann Lee", "Bo Ma"])
+    token = ("", "random-wrong", "A", 4)
+    result = batch_form(world, "mmlu", "virology", 3, token, lambda *c: calls.append(c))
+    assert calls[0] == (0, 3 * 3) and calls[-1] == (9, 9)  # 3 questions x 3 models
+    assert result.keyword == "a forgotten person per question" and result.rows[0].n == 3
+    assert result.set_name == "mmlu"
+    plain = batch_form(demo_data(bank), "mmlu", ALL, 2, ("anthrax", *token[1:]), lambda *c: 0)
+    assert plain.keyword == "anthrax" and plain.rows[0].n == 2
+    with pytest.raises(RnacliError, match="the forget keyword is empty"):
+        batch_form(demo_data(bank), "mmlu", ALL, 2, token, lambda *c: 0)
+    for n in (0, None, 201):
+        with pytest.raises(RnacliError, match="the number of questions must be 1 to 200"):
+            batch_form(world, "mmlu", ALL, n, token, lambda *c: 0)
+
+
+def test_a_question_edited_away_from_its_set_lets_the_pickers_go(bank):
+    data = demo_data(bank)
+    listed = records(12)[3]["question"]
+    edit = question_edited(data, "mmlu", "typed", was_listed=True)
+    assert (edit.listed, edit.let_go, edit.clear_subject) == (False, True, True)
+    edit = question_edited(data, "wmdp-bio", "typed", was_listed=True)
+    assert edit.let_go and not edit.clear_subject  # its prompt names no subject
+    assert not question_edited(data, "mmlu", "typed more", was_listed=False).let_go
+    edit = question_edited(data, "mmlu", listed, was_listed=False)
+    assert edit.listed and not edit.let_go
+
+
+def test_first_view(bank):
+    view = first_view(demo_data(bank, keywords=["SARS-CoV-2", "anthrax"]))
+    assert (view.qset, view.group, view.index) == (MMLU, "virology", 2)
+    assert view.record == MMLU.record(2) and view.seed == 0
+    assert view.keyword == view.pick == view.batch_keyword == "SARS-CoV-2"
+    opening = ("wmdp-bio", Opening(index=3, keyword="Bo Ma", flipped=("npo_kl",), seed=7))
+    world = demo_data(bank, keywords=["Bo Ma"], forget=["Bo Ma"], opening=opening)
+    view = first_view(world)
+    assert (view.qset, view.group, view.index, view.seed) == (WMDP, ALL, 3, 7)
+    assert view.keyword == view.pick == "Bo Ma" and view.batch_keyword == ""
+    typed = demo_data(bank, keywords=["anthrax"], opening=("mmlu", Opening(0, "typed", ())))
+    assert first_view(typed).pick is None  # a keyword not among the picker's choices
+
+
 # --------------------------------------------------------------------------- the page
 
 
@@ -330,7 +488,6 @@ def client(bank):
     gradio_client = pytest.importorskip("gradio_client")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from rnacli.app import launch
-    from rnacli.app.ui import DemoData
 
     wmdp = [{**r, "subject": ""} for r in records(6)]
     data = DemoData(
@@ -468,9 +625,6 @@ def test_client_batch_probe(client, bank):
 def test_prepare_reads_keywords_and_offered_sets(
     tiny_model_dir, runs, tmp_path, monkeypatch, fake_data_dir
 ):
-    pytest.importorskip("gradio")
-    from rnacli.app import prepare
-
     monkeypatch.setenv("RNACLI_DATA_DIR", str(fake_data_dir))
     keywords = tmp_path / "keywords.json"
     sets = {"most-2": ["coronavirus", "SARS-CoV-2"], "long": ["x" * (MAX_KEYWORD_CHARS + 1)]}
@@ -543,7 +697,6 @@ def test_the_start_up_lines_speak_plainly(tiny_model_dir, capfd):
     line does not have) is not printed."""
     pytest.importorskip("gradio")
     from rnacli.app import launch
-    from rnacli.app.ui import DemoData
 
     bank = ModelBank.load([str(tiny_model_dir)], device="cpu")
     assert bank.memory.summary().startswith("memory: 1 variant in ")
