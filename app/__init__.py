@@ -4,10 +4,11 @@ inserted.
 
     rnacli demo                      # the world model and the quickstart's runs
     rnacli demo RUN... [--host 127.0.0.1] [--port 7860] [--keywords FILE]
-    python -m app [RUN...]
+    python -m rnacli.app [RUN...]
 
-Presentation only: the logic is `rnacli.demo` (the base model loaded once, each run kept as
-its delta tensors).
+Presentation only: Gradio layout (`ui`), HTML rendering (`render`) and serving (`server`). The
+logic is `rnacli.demo` (the base model loaded once, each run kept as its delta tensors), which
+the page reaches through `rnacli.demo.page` only.
 """
 
 import os
@@ -17,6 +18,6 @@ import os
 # on 2 cores). libgomp reads this when torch is first imported, so it is set before that.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from rnacli.app.server import launch, prepare, serve
+from rnacli.app.server import launch, serve
 
-__all__ = ["launch", "prepare", "serve"]
+__all__ = ["launch", "serve"]

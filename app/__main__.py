@@ -1,4 +1,4 @@
-"""`python -m app [RUN...] [--host] [--port] [--keywords FILE]`: serve the demo."""
+"""`python -m rnacli.app [RUN...] [--host] [--port] [--keywords FILE]`: serve the demo."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import sys
 
 from rnacli.app import serve
 
-from rnacli.demo.runs import quickstart_specs
+from rnacli.demo.page import quickstart_specs
 from rnacli.errors import RnacliError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m app",
+        prog="python -m rnacli.app",
         description="Serve the rnacli demo: base, unlearned and RNA models side by side.",
     )
     parser.add_argument(

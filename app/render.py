@@ -1,15 +1,23 @@
 """Presentation of probe results as HTML: probability bars, verdict badges, the batch table and
-its CSV link. No scoring here (that is `rnacli.demo`)."""
+its CSV link; and the field labels that follow the question set. No scoring here (that is
+`rnacli.demo`)."""
 
 from __future__ import annotations
 
 import html
 from urllib.parse import quote
 
-from rnacli.data.records import LETTERS
-from rnacli.demo.answers import Request
-from rnacli.demo.batch import BatchResult, to_csv
-from rnacli.demo.probing import ModelAnswer, Probe
+from rnacli.demo.page import (
+    LETTERS,
+    MAX_SUBJECT_CHARS,
+    BatchResult,
+    ModelAnswer,
+    Probe,
+    QARecord,
+    QuestionSet,
+    Request,
+    to_csv,
+)
 
 CHOICE_CHARS = 32  # a choice's text beside its bars, shortened
 
@@ -43,6 +51,25 @@ CSS = """
 .rna-legend { color: #6b7280; font-size: 0.8em; }
 .rna-people b { white-space: nowrap; }
 """
+
+
+def group_label(qset: QuestionSet) -> str:
+    """The group picker's label: "Subject" (MMLU), "Person" (a world's sets)."""
+    return qset.group_kind.capitalize()
+
+
+def subject_label(qset: QuestionSet) -> str:
+    """The subject field's label: whether the set's prompt names the subject."""
+    return (
+        f"Subject (the prompt says 'about <subject>'; at most {MAX_SUBJECT_CHARS} characters)"
+        if qset.uses_subject
+        else "Subject (not named in this set's prompt)"
+    )
+
+
+def shown_subject(record: QARecord) -> str:
+    """A record's subject as the field shows it ("college_biology" -> "college biology")."""
+    return record["subject"].replace("_", " ")
 
 
 def error_html(message: str) -> str:

@@ -10,53 +10,20 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rnacli.data.perturb import keyword_sets
-from rnacli.demo.bank import ModelBank
-from rnacli.demo.opening import opening_question
-from rnacli.demo.questions import available_question_sets
-from rnacli.demo.world_sets import world_question_sets
+from rich.markup import escape
+
+from rnacli.demo.page import console, prepare
 from rnacli.errors import RnacliError
 
 if TYPE_CHECKING:  # Gradio is imported only when the page is built (it takes seconds)
     import gradio as gr
-    from rnacli.app.ui import DemoData
+
+    from rnacli.demo.page import DemoData
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def prepare(
-    runs: Sequence[str],
-    *,
-    keywords_file: str | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-) -> DemoData:
-    """Everything the page serves: the model bank, the offered question sets, the keywords and,
-    on a world model, the forgotten people and the question the page opens on. Raises
-    RnacliError (one line) for a bad run, base model or keywords file."""
-    from rnacli.app.ui import DemoData, keyword_choices
-
-    # Cheapest checks first: a wrong keywords file or run fails before anything big loads.
-    keywords, keyword_notes = keyword_choices(keyword_sets((), keywords_file))
-    bank = ModelBank.load(list(runs), dtype=dtype, device=device)
-    bank.warm_up()
-    world = world_question_sets(bank.world) if bank.world is not None else {}
-    # Beside a world, a set that would be downloaded first is left out (no wait at start).
-    more, notes = available_question_sets(download=not world)
-    sets = {**world, **more}
-    if not sets:
-        raise RnacliError("no question set could be loaded: " + "; ".join(notes))
-    data = DemoData(bank=bank, sets=dict(sets), keywords=keywords, notes=notes + keyword_notes)
-    if world:
-        first = next(iter(world.values()))  # the letter-form retain questions
-        data.forget = list(first.forget)  # the world's order (see WorldSet.forget)
-        data.keywords = [*data.forget, *keywords]
-        opening = opening_question(bank, first, data.forget, seed=bank.world.seed)
-        data.opening = (first.name, opening)
-    return data
 
 
 def serve(
@@ -72,19 +39,23 @@ def serve(
     the demo page until interrupted."""
     # Per-request progress bars would flood the server console (and rich allows one at a time).
     os.environ.setdefault("RNACLI_QUIET", "1")
-    from rnacli.console import console
-
     with console.status("loading models and choosing the opening question"):
         data = prepare(runs, keywords_file=keywords_file, dtype=dtype, device=device)
-    console.print(data.bank.memory.summary())
+    # run names, keywords and the host come from the user: printed as text, not as markup
+    console.print(data.bank.memory.summary(), markup=False)
     for note in data.notes:
-        console.print(note)
+        console.print(note, markup=False)
     if host not in LOCAL_HOSTS:
         console.print(
-            f"[yellow]warning:[/] serving on {host}: the demo has no login and is reachable "
-            "by anyone who can reach it"
+            f"[yellow]warning:[/] serving on {escape(host)}: the demo has no login and is "
+            "reachable by anyone who can reach it"
         )
-    launch(data, host=host, port=port, on_ready=lambda url: console.print(f"serving on {url}"))
+    launch(
+        data,
+        host=host,
+        port=port,
+        on_ready=lambda url: console.print(f"serving on {url}", markup=False),
+    )
 
 
 class _NoUploads:
