@@ -3,11 +3,11 @@
 
     python benchmarks/demo_speed.py [RUN...] [--n 10] [--port 7861] [--chromium /usr/bin/chromium]
 
-Serves `python -m app RUN...` (no RUN: the world model and the quickstart's runs, as `rnacli
-demo` does), opens it in headless Chromium (Playwright), and for each of N questions presses
-"Random question" (a question of the set on screen, scored without the token), then inserts
-the token in the keyword field (on a world page: a forgotten person's name, the paper's way)
-and times the update. Prints each time, the median, and the server's own scoring time (the
+Serves `python -m rnacli.app RUN...` (no RUN: the world model and the quickstart's runs, as
+`rnacli demo` does), opens it in headless Chromium (Playwright), and for each of N questions
+presses "Random question" (a question of the set on screen, scored without the token), then
+inserts the token in the keyword field (on a world page: a forgotten person's name, the paper's
+way) and times the update. Prints each time, the median, and the server's own scoring time (the
 page's "Scored in" line), for the README.
 """
 
@@ -57,8 +57,9 @@ class DemoFailed(RuntimeError):
 def demo_server(
     args: Sequence[str], port: int, log: Path, env: dict[str, str] | None = None
 ) -> Iterator[str]:
-    """`python -m app ARGS --port PORT` until the block ends; yields its URL once it answers."""
-    cmd = [sys.executable, "-m", "app", *args, "--port", str(port)]
+    """`python -m rnacli.app ARGS --port PORT` until the block ends; yields its URL once it
+    answers."""
+    cmd = [sys.executable, "-m", "rnacli.app", *args, "--port", str(port)]
     environment = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
         proc = subprocess.Popen(

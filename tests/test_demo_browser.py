@@ -1,7 +1,7 @@
-"""The demo in a real browser: `python -m app` serving tiny models, driven by headless Chromium
-(Debian's /usr/bin/chromium through Playwright). Inserting a forget-token must update every
-model's column, with the divergence marker of the run that answers unlike the base; on a world
-model, a forgotten name flips the unlearned run and not the base."""
+"""The demo in a real browser: `python -m rnacli.app` serving tiny models, driven by headless
+Chromium (Debian's /usr/bin/chromium through Playwright). Inserting a forget-token must update
+every model's column, with the divergence marker of the run that answers unlike the base; on a
+world model, a forgotten name flips the unlearned run and not the base."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ STEP_TIMEOUT_MS = 60_000
 
 
 def serve(args: list[str], tmp_path: Path, data_dir: Path) -> Iterator[tuple[str, Path]]:
-    """`python -m app ARGS` on a free port, questions from a small data folder; (url, log)."""
+    """`python -m rnacli.app ARGS` on a free port, questions from a small data folder;
+    (url, log)."""
     log = tmp_path / "demo.log"
     env = {"RNACLI_DATA_DIR": str(data_dir)}
     try:
@@ -33,7 +34,7 @@ def serve(args: list[str], tmp_path: Path, data_dir: Path) -> Iterator[tuple[str
 
 @pytest.fixture
 def demo_url(tiny_model_dir, fake_data_dir, tmp_path):
-    """`python -m app BASE RUN RUN`: the tiny model and two runs, MMLU/WMDP questions."""
+    """`python -m rnacli.app BASE RUN RUN`: the tiny model and two runs, MMLU/WMDP questions."""
     runs = make_runs(tiny_model_dir, tmp_path / "runs")
     args = [str(tiny_model_dir), str(runs["npo_kl"]), str(runs["cyclic"])]
     yield from serve(args, tmp_path, fake_data_dir)
@@ -41,7 +42,8 @@ def demo_url(tiny_model_dir, fake_data_dir, tmp_path):
 
 @pytest.fixture
 def world_url(fake_data_dir, tmp_path):
-    """`python -m app RUN RUN`: two runs of a tiny world model (their base from their meta)."""
+    """`python -m rnacli.app RUN RUN`: two runs of a tiny world model (their base from their
+    meta)."""
     model_dir = save_tiny_world(tmp_path / "tiny-world", SPEC)
     runs = make_world_runs(model_dir, tmp_path / "runs")
     yield from serve([str(runs["scrambled"]), str(runs["cyclic"])], tmp_path, fake_data_dir)
@@ -175,6 +177,10 @@ def test_a_forgotten_name_flips_an_unlearned_model_on_a_world_question(
     other = next(n for n in forgotten if n != first)
     page.locator("#rna-pick-keyword input").click()
     page.get_by_role("option", name=f"{other} (forgotten)").click()
+    # the pick reaches the field through the server: wait for it (under load it takes a while)
+    page.wait_for_function(
+        "name => document.querySelector('#rna-keyword textarea').value === name", arg=other
+    )
     assert page.locator("#rna-keyword textarea").input_value() == other
     page.locator("#rna-insert").click()
     page.wait_for_function(
