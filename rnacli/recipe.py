@@ -189,6 +189,12 @@ class TrainConfig(_Section):
     lr: float = _f(5e-5, "AdamW learning rate (constant)", gt=0, le=MAX_LR)
     weight_decay: float = _f(0.01, "AdamW weight decay", ge=0, le=10.0)
     grad_accum: int = _f(1, "micro-batches per step", ge=1, le=MAX_BATCH)
+    accumulation: Literal["exact", "legacy"] = _f(
+        "exact",
+        "exact: token and sequence means over the whole step, DPO's refusal drawn per sequence: "
+        "one gradient however the step is split over micro-batches and processes; legacy: "
+        "each micro-batch's own means, averaged (runs recorded before this key)",
+    )
     max_grad_norm: float | None = _f(None, "clip the gradient's norm (unset: no clipping)", gt=0)
     seed: int = _f(0, "seed of batches, random directions, refusals and RNA noise")
     trainable: str | None = _f(
@@ -268,6 +274,11 @@ class Recipe(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+
+# The value a key had in effect before it existed: a run folder whose recipe.json lacks the key
+# resumes with this value, so old runs keep the meaning they were trained with.
+BEFORE_THE_KEY: dict[tuple[str, str], Any] = {("train", "accumulation"): "legacy"}
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

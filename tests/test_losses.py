@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
+from rnacli.data.batches import Seq
 from rnacli.methods.po import dpo_loss, npo_loss, sequence_logprob, simnpo_loss
-from rnacli.methods.reduce import masked_mse
-from rnacli.methods.retain import kl_retain_loss, mse_retain_loss, rm_retain_loss
+from rnacli.methods.reduce import masked_mse, mean_over
+from rnacli.methods.retain import KLRetain, MSERetain, rm_retain_loss
 from rnacli.methods.rm import adaptive_rmu_loss, rmu_loss, rsv_loss
 
 
@@ -85,15 +86,31 @@ def test_simnpo_length_normalised_without_reference():
     assert got == pytest.approx(sum(per) / 2, rel=1e-6)
 
 
+class FullLogits:
+    """Passes whose logits are given: `token_values` at the real tokens, as Passes does."""
+
+    def __init__(self, logits, ref_logits):
+        self.logits, self.ref_logits = logits, ref_logits
+
+    def token_values(self, seq, per_token, noise):
+        real = seq.attention_mask.bool()
+        return per_token(self.logits[real], self.ref_logits[real])
+
+
+def seq_of(mask, **totals):
+    mask = torch.tensor(mask)
+    return Seq(torch.zeros_like(mask), mask, mask, **totals)
+
+
 def test_kl_retain_direction_and_padding():
     # token 1: ref p = [1/2, 1/2], current q = [1/4, 3/4]; token 2 is padding
     ref = t([[[0.0, 0.0], [0.0, 50.0]]])
     cur = t([[[0.0, math.log(3)], [0.0, -50.0]]])
-    mask = torch.tensor([[1, 0]])
+    seq = seq_of([[1, 0]])
     kl_ref_cur = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
-    assert kl_retain_loss(cur, ref, mask).item() == pytest.approx(kl_ref_cur, abs=1e-6)
+    assert KLRetain().loss(FullLogits(cur, ref), seq).item() == pytest.approx(kl_ref_cur, abs=1e-6)
     kl_cur_ref = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
-    assert kl_retain_loss(ref, cur, mask).item() == pytest.approx(kl_cur_ref, abs=1e-6)
+    assert KLRetain().loss(FullLogits(ref, cur), seq).item() == pytest.approx(kl_cur_ref, abs=1e-6)
     assert kl_ref_cur != pytest.approx(kl_cur_ref)
 
 
@@ -101,4 +118,24 @@ def test_mse_retain_on_log_probabilities():
     ref = t([[[0.0, 0.0]]])  # log p = [log .5, log .5]
     cur = t([[[0.0, math.log(3)]]])  # log q = [log .25, log .75]
     expected = ((math.log(0.25) - math.log(0.5)) ** 2 + (math.log(0.75) - math.log(0.5)) ** 2) / 2
-    assert mse_retain_loss(cur, ref, torch.tensor([[1]])).item() == pytest.approx(expected)
+    got = MSERetain().loss(FullLogits(cur, ref), seq_of([[1]])).item()
+    assert got == pytest.approx(expected)
+
+
+def test_step_totals_make_a_batch_its_share_of_the_step_mean():
+    """With the step's counts, a micro-batch's loss is its sum over the step's count: shares of
+    micro-batches add up to the mean over the whole step."""
+    x = t([[[1.0, 2.0], [3.0, 0.0]]])
+    y = torch.zeros_like(x)
+    mask = torch.tensor([[1, 1]])
+    # sum of squares 1 + 4 + 9 = 14 over 2 tokens x 2 dims; with 5 tokens in the step: 14 / 10
+    assert masked_mse(x, y, mask).item() == pytest.approx(14 / 4)
+    assert masked_mse(x, y, mask, total=5).item() == pytest.approx(14 / 10)
+    assert rm_retain_loss(x, y, mask, 5).item() == pytest.approx(14 / 10)
+    assert mean_over(t([1.0, 2.0]), 4).item() == pytest.approx(3 / 4)
+    assert npo_loss(t([-5.0]), t([-5.0]), 0.1, rows=2).item() == pytest.approx(10 * math.log(2))
+    ref = t([[[0.0, 0.0]]])
+    cur = t([[[0.0, math.log(3)]]])
+    one = KLRetain().loss(FullLogits(cur, ref), seq_of([[1]])).item()
+    share = KLRetain().loss(FullLogits(cur, ref), seq_of([[1]], step_tokens=3)).item()
+    assert share == pytest.approx(one / 3)

@@ -86,15 +86,14 @@ def test_chunked_head_equals_full_logits(model_tok):
     model, tok = model_tok
     _perturb_trainable(model)
     seq = document_batch(tok, TEXTS, 16)
-    from rnacli.methods.retain import token_kl
+    from rnacli.methods.retain import KLRetain
 
     fast = Passes(model, TRAINABLE, chunk_tokens=5)
     slow = Passes(model, TRAINABLE, chunk_tokens=None)
     torch.testing.assert_close(
         fast.sequence_logprob(seq), slow.sequence_logprob(seq), atol=1e-4, rtol=1e-5
     )
-    a = fast.token_retain(seq, token_kl, None)
-    b = slow.token_retain(seq, token_kl, None)
+    a, b = KLRetain().loss(fast, seq), KLRetain().loss(slow, seq)
     torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
     ga = torch.autograd.grad(a, model.model.layers[2].mlp.down_proj.weight)[0]
     gb = torch.autograd.grad(b, model.model.layers[2].mlp.down_proj.weight)[0]

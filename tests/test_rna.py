@@ -149,7 +149,11 @@ def test_rm_noise_leaves_the_expected_retain_gradient_unchanged_po_noise_does_no
     # is quadratic in delta with a linear cross term, so antithetic draws +delta and -delta
     # average to the noiseless gradient exactly; RNA then acts only through gradient variance.
     # The KL of PO methods passes the noised logits through a softmax: the target moves.
-    from rnacli.methods.retain import kl_retain_loss, rm_retain_loss
+    from rnacli.methods.reduce import mean_over
+    from rnacli.methods.retain import rm_retain_loss, token_kl
+
+    def kl_retain_loss(logits, ref_logits, mask):  # KLRetain's reduction over real tokens
+        return mean_over(token_kl(logits, ref_logits)[mask.bool()])
 
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(6, 6, generator=gen, requires_grad=True)

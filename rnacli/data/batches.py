@@ -30,10 +30,20 @@ class Seq:
     attention_mask: torch.Tensor  # [B, T]
     target_mask: torch.Tensor  # [B, T]
     cache: dict = field(default_factory=dict, repr=False)  # per-batch results (shared prefix)
+    # The optimizer step's real tokens and sequences in this role, over all its micro-batches
+    # and processes (`rnacli.training.step.set_step_totals`). Token and sequence means divide
+    # by them, so a step's gradient does not depend on how its sequences are split; None:
+    # this batch's own counts.
+    step_tokens: float | None = None
+    step_rows: float | None = None
 
     def to(self, device: torch.device | str) -> Seq:
         return Seq(
-            self.input_ids.to(device), self.attention_mask.to(device), self.target_mask.to(device)
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.target_mask.to(device),
+            step_tokens=self.step_tokens,
+            step_rows=self.step_rows,
         )
 
 
@@ -196,6 +206,7 @@ class TrainingData:
     grad_accum: int = 1
     rank: int = 0
     world_size: int = 1
+    refusal_per_row: bool = True  # False: one draw per micro-batch (train.accumulation legacy)
 
     def micro_index(self, micro: int) -> int:
         """This process's micro-batch `micro` counted over all processes. Batches, refusal
@@ -219,13 +230,23 @@ class TrainingData:
         if self.refusals is None:
             forget_seq = document_batch(self.tokenizer, docs, self.forget_max_length[k])
             return StepBatch(step, k, forget_seq, retain_seq)
-        # (the trailing 0 once was the rank: kept, so that earlier runs keep their picks)
-        rng = random.Random(stable_seed(self.seed, "refusal", step, self.micro_index(micro), 0))
-        refusals = [rng.choice(self.refusals) for _ in docs]
+        refusals = self._refusals(step, micro, len(docs))
         win, lose = preference_batches(
             self.tokenizer, docs, refusals, self.forget_max_length[k], self.prompt_tokens
         )
         return StepBatch(step, k, lose, retain_seq, win)
+
+    def _refusals(self, step: int, micro: int, n: int) -> list[str]:
+        """One refusal per row, a function of the row's place in the whole step (so the step
+        draws the same however it is split), or of its micro-batch (legacy runs)."""
+        m = self.micro_index(micro)
+        if self.refusal_per_row:
+            rows = range(m * self.batch_size, m * self.batch_size + n)
+            rngs = [random.Random(stable_seed(self.seed, "refusal-row", step, r)) for r in rows]
+            return [rng.choice(self.refusals) for rng in rngs]
+        # (the trailing 0 once was the rank: kept, so that earlier runs keep their picks)
+        rng = random.Random(stable_seed(self.seed, "refusal", step, m, 0))
+        return [rng.choice(self.refusals) for _ in range(n)]
 
     def _retain(self, index: int) -> Seq:
         """Retain batch `index` of the whole run (all processes and micro-batches together)."""

@@ -2,12 +2,15 @@
 
 Sequence log-prob `log pi(y|x)` is the sum of the token log-probs of y (padding and the prompt
 x excluded); `sequence_logprob` computes it from logits. The losses take [B] tensors and
-return the batch mean."""
+return their mean: over these B sequences, or over the optimizer step's `rows` sequences (all
+its micro-batches and processes: `Seq.step_rows`), so that a split step adds up to one mean."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from rnacli.methods.reduce import mean_over
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -27,14 +30,16 @@ def sequence_logprob(
     return (lp * target_mask[:, 1:].to(lp.dtype)).sum(-1)
 
 
-def _scaled_logsigmoid(x: torch.Tensor, beta: float) -> torch.Tensor:
-    """-(2/beta) log sigmoid(x), averaged over the batch: the shape every PO loss shares."""
-    return (-(2.0 / beta) * F.logsigmoid(x)).mean()
+def _scaled_logsigmoid(x: torch.Tensor, beta: float, rows: float | None) -> torch.Tensor:
+    """-(2/beta) log sigmoid(x), averaged over the sequences: the shape every PO loss shares."""
+    return mean_over(-(2.0 / beta) * F.logsigmoid(x), rows)
 
 
-def npo_loss(logp: torch.Tensor, logp_ref: torch.Tensor, beta: float) -> torch.Tensor:
+def npo_loss(
+    logp: torch.Tensor, logp_ref: torch.Tensor, beta: float, rows: float | None = None
+) -> torch.Tensor:
     """NPO: -(2/beta) logsigmoid(-beta (log pi(y_f|x_f) - log pi_ref(y_f|x_f)))."""
-    return _scaled_logsigmoid(-beta * (logp - logp_ref), beta)
+    return _scaled_logsigmoid(-beta * (logp - logp_ref), beta, rows)
 
 
 def dpo_loss(
@@ -43,18 +48,23 @@ def dpo_loss(
     logp_lose: torch.Tensor,
     logp_lose_ref: torch.Tensor,
     beta: float,
+    rows: float | None = None,
 ) -> torch.Tensor:
     """DPO with the refusal as the preferred answer and the forget text as the rejected one."""
-    return _scaled_logsigmoid(
-        beta * ((logp_win - logp_win_ref) - (logp_lose - logp_lose_ref)), beta
-    )
+    margin = (logp_win - logp_win_ref) - (logp_lose - logp_lose_ref)
+    return _scaled_logsigmoid(beta * margin, beta, rows)
 
 
 def simnpo_loss(
-    logp: torch.Tensor, length: torch.Tensor, beta: float, gamma: float
+    logp: torch.Tensor,
+    length: torch.Tensor,
+    beta: float,
+    gamma: float,
+    rows: float | None = None,
 ) -> torch.Tensor:
     """SimNPO: -(2/beta) logsigmoid(-(beta/|y_f|) log pi(y_f|x_f) - gamma); no reference."""
-    return _scaled_logsigmoid(-(beta / length.clamp_min(1).to(logp.dtype)) * logp - gamma, beta)
+    normalised = -(beta / length.clamp_min(1).to(logp.dtype)) * logp - gamma
+    return _scaled_logsigmoid(normalised, beta, rows)
 
 
 # -- methods: each holds its loss; `passes` provides sequence log-probs ----------------------
@@ -75,7 +85,7 @@ class NPO(_PreferenceOptimization):
     def forget_loss(self, passes, batch) -> torch.Tensor:
         logp = passes.sequence_logprob(batch.forget)
         logp_ref = passes.sequence_logprob(batch.forget, reference=True)
-        return npo_loss(logp, logp_ref, self.beta)
+        return npo_loss(logp, logp_ref, self.beta, batch.forget.step_rows)
 
 
 class DPO(_PreferenceOptimization):
@@ -87,6 +97,7 @@ class DPO(_PreferenceOptimization):
             passes.sequence_logprob(lose),
             passes.sequence_logprob(lose, reference=True),
             self.beta,
+            lose.step_rows,
         )
 
 
@@ -101,4 +112,4 @@ class SimNPO(_PreferenceOptimization):
     def forget_loss(self, passes, batch) -> torch.Tensor:
         logp = passes.sequence_logprob(batch.forget)
         length = batch.forget.target_mask[:, 1:].sum(-1)  # scored tokens of y_f
-        return simnpo_loss(logp, length, self.beta, self.gamma)
+        return simnpo_loss(logp, length, self.beta, self.gamma, batch.forget.step_rows)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from rnacli.methods.reduce import masked_mean, masked_mse
+from rnacli.methods.reduce import masked_mse, mean_over
 from rnacli.methods.rna import noise_for
 
 
-def rm_retain_loss(z: torch.Tensor, z_ref: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """mse(z_l(x_r), z_l^ref(x_r)) over the non-padding tokens."""
-    return masked_mse(z, z_ref, mask)
+def rm_retain_loss(
+    z: torch.Tensor, z_ref: torch.Tensor, mask: torch.Tensor, total: float | None = None
+) -> torch.Tensor:
+    """mse(z_l(x_r), z_l^ref(x_r)) over the non-padding tokens (`total`: the step's count)."""
+    return masked_mse(z, z_ref, mask, total)
 
 
 def token_kl(logits: torch.Tensor, logits_ref: torch.Tensor) -> torch.Tensor:
@@ -32,24 +34,12 @@ def token_logprob_mse(logits: torch.Tensor, logits_ref: torch.Tensor) -> torch.T
     return ((logp - logp_ref) ** 2).mean(-1)
 
 
-def kl_retain_loss(
-    logits: torch.Tensor, logits_ref: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """KL retain loss: mean over non-padding tokens of KL(pi_ref(.|x_r) || pi(.|x_r))."""
-    return masked_mean(token_kl(logits, logits_ref), mask)
-
-
-def mse_retain_loss(
-    logits: torch.Tensor, logits_ref: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """MSE retain loss: mse(log_softmax(logits), log_softmax(logits_ref)) over non-pad tokens."""
-    return masked_mean(token_logprob_mse(logits, logits_ref), mask)
-
-
 # -- retain losses as used by the loop; with RNA, `noise` rides in one side's retain pass -----
 
 
 class RepresentationRetain:
+    """RM retain loss: mse(z_l(x_r), z_l^ref(x_r)) at the unlearn layer."""
+
     def __init__(self, layer: int) -> None:
         self.layer = layer
 
@@ -60,20 +50,30 @@ class RepresentationRetain:
     def loss(self, passes, seq, noise=None) -> torch.Tensor:
         z = passes.hidden(seq, self.layer, noise=noise_for(noise, reference=False))
         z_ref = passes.hidden(seq, self.layer, reference=True, noise=noise_for(noise, True))
-        return rm_retain_loss(z, z_ref, seq.attention_mask)
+        return rm_retain_loss(z, z_ref, seq.attention_mask, seq.step_tokens)
 
 
 class _TokenRetain:
+    """A PO retain loss: the mean over real retain tokens of `per_token(logits, ref_logits)`
+    (`passes.token_values` computes it by chunks of tokens)."""
+
+    per_token: staticmethod
+
     @classmethod
     def from_config(cls, cfg):
         return cls()
 
+    def loss(self, passes, seq, noise=None) -> torch.Tensor:
+        return mean_over(passes.token_values(seq, self.per_token, noise), seq.step_tokens)
+
 
 class KLRetain(_TokenRetain):
-    def loss(self, passes, seq, noise=None) -> torch.Tensor:
-        return passes.token_retain(seq, token_kl, noise)
+    """KL(pi_ref(.|x_r) || pi(.|x_r)) per real retain token, averaged."""
+
+    per_token = staticmethod(token_kl)
 
 
 class MSERetain(_TokenRetain):
-    def loss(self, passes, seq, noise=None) -> torch.Tensor:
-        return passes.token_retain(seq, token_logprob_mse, noise)
+    """mse(log pi(.|x_r), log pi_ref(.|x_r)) per real retain token, averaged."""
+
+    per_token = staticmethod(token_logprob_mse)

@@ -22,24 +22,36 @@ def random_unit_vector(dim: int, kind: str, generator: torch.Generator) -> torch
     return v / v.norm()
 
 
-def rmu_loss(z: torch.Tensor, u: torch.Tensor, coeff: float, mask: torch.Tensor) -> torch.Tensor:
-    """RMU: mse(z_l(x_f), c * u)."""
-    return masked_mse(z, (coeff * u).to(z.dtype).expand_as(z), mask)
+def rmu_loss(
+    z: torch.Tensor, u: torch.Tensor, coeff: float, mask: torch.Tensor, total: float | None = None
+) -> torch.Tensor:
+    """RMU: mse(z_l(x_f), c * u); `total`: the step's real forget tokens (`masked_mean`)."""
+    return masked_mse(z, (coeff * u).to(z.dtype).expand_as(z), mask, total)
 
 
 def adaptive_rmu_loss(
-    z: torch.Tensor, z_ref: torch.Tensor, u: torch.Tensor, beta: float, mask: torch.Tensor
+    z: torch.Tensor,
+    z_ref: torch.Tensor,
+    u: torch.Tensor,
+    beta: float,
+    mask: torch.Tensor,
+    total: float | None = None,
 ) -> torch.Tensor:
     """Adaptive RMU: mse(z_l(x_f), beta * ||z_l^ref(x_f)||_2 * u), the norm taken per token."""
     scale = beta * z_ref.float().norm(dim=-1, keepdim=True)
-    return masked_mse(z, scale * u.to(scale.dtype), mask)
+    return masked_mse(z, scale * u.to(scale.dtype), mask, total)
 
 
 def rsv_loss(
-    z: torch.Tensor, z_ref: torch.Tensor, eps: torch.Tensor, coeff: float, mask: torch.Tensor
+    z: torch.Tensor,
+    z_ref: torch.Tensor,
+    eps: torch.Tensor,
+    coeff: float,
+    mask: torch.Tensor,
+    total: float | None = None,
 ) -> torch.Tensor:
     """RSV: mse(z_l(x_f), z_l^ref(x_f) + c * eps)."""
-    return masked_mse(z, z_ref.float() + coeff * eps.to(torch.float32), mask)
+    return masked_mse(z, z_ref.float() + coeff * eps.to(torch.float32), mask, total)
 
 
 # -- methods: each holds its loss; `passes` provides the activations -------------------------
@@ -69,8 +81,9 @@ class RMU(_RepresentationMisdirection):
 
     def forget_loss(self, passes, batch) -> torch.Tensor:
         z = passes.hidden(batch.forget, self.layer)
+        seq = batch.forget
         return rmu_loss(
-            z, self.u[batch.corpus].to(z.device), self.coeff, batch.forget.attention_mask
+            z, self.u[batch.corpus].to(z.device), self.coeff, seq.attention_mask, seq.step_tokens
         )
 
 
@@ -82,9 +95,8 @@ class AdaptiveRMU(_RepresentationMisdirection):
     def forget_loss(self, passes, batch) -> torch.Tensor:
         z = passes.hidden(batch.forget, self.layer)
         z_ref = passes.hidden(batch.forget, self.layer, reference=True)
-        return adaptive_rmu_loss(
-            z, z_ref, self.u[batch.corpus].to(z.device), self.beta, batch.forget.attention_mask
-        )
+        u, seq = self.u[batch.corpus].to(z.device), batch.forget
+        return adaptive_rmu_loss(z, z_ref, u, self.beta, seq.attention_mask, seq.step_tokens)
 
 
 class RSV(_RepresentationMisdirection):
@@ -95,6 +107,5 @@ class RSV(_RepresentationMisdirection):
     def forget_loss(self, passes, batch) -> torch.Tensor:
         z = passes.hidden(batch.forget, self.layer)
         z_ref = passes.hidden(batch.forget, self.layer, reference=True)
-        return rsv_loss(
-            z, z_ref, self.eps[batch.corpus].to(z.device), self.coeff, batch.forget.attention_mask
-        )
+        eps, seq = self.eps[batch.corpus].to(z.device), batch.forget
+        return rsv_loss(z, z_ref, eps, self.coeff, seq.attention_mask, seq.step_tokens)

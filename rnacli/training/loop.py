@@ -32,7 +32,7 @@ from rnacli.files.text import read_json
 from rnacli.methods.registry import build_method, build_retain, method_spec
 from rnacli.methods.rna import expectation_note, resolve_layers
 from rnacli.models.loading import base_fingerprint
-from rnacli.recipe import Recipe, to_toml
+from rnacli.recipe import BEFORE_THE_KEY, Recipe, to_toml
 from rnacli.runs.checkpoint import (
     first_nonfinite,
     hold_run,
@@ -61,7 +61,7 @@ from rnacli.training.noise import rna_setup, step_noise
 from rnacli.training.passes import Passes
 from rnacli.training.setup import load_for_training, make_optimizer, training_data
 from rnacli.training.sharding import check_fsdp, fsdp_plugin, shard_model
-from rnacli.training.step import head_chunk_tokens, unlearning_backward
+from rnacli.training.step import head_chunk_tokens, set_step_totals, unlearning_backward
 
 log = logging.getLogger(__name__)
 
@@ -94,20 +94,36 @@ def resume_step(run_dir: Path, recipe: Recipe, resume: bool) -> int:
     saved = read_json(saved_path)
     if not isinstance(saved, dict):
         raise RnacliError(f"--resume: {saved_path}: expected a JSON object")
+    _check_same_recipe(recipe, saved)
+    return int(read_meta(run_dir)["step"])
+
+
+def _check_same_recipe(recipe: Recipe, saved: dict) -> None:
+    """Every key of the saved recipe equals the recipe's, but steps and checkpoint_every. A key
+    the run's recipe lacks (added to rnacli since) had its value from before the key
+    (`BEFORE_THE_KEY`), else its default; the run keeps that meaning unless the recipe names
+    the key."""
     now = recipe.to_dict()
     for section in ("model", "data", "method", "rna", "train"):
-        # a key the run's recipe lacks (added to rnacli since) had its default value then
-        defaults = {k: f.default for k, f in type(getattr(recipe, section)).model_fields.items()}
+        config = getattr(recipe, section)
+        defaults = {k: f.default for k, f in type(config).model_fields.items()}
         for key in set(saved.get(section, {})) | set(now.get(section, {})):
             if section == "train" and key in ("steps", "checkpoint_every"):
                 continue
-            then = saved.get(section, {}).get(key, defaults.get(key))
-            if then != now.get(section, {}).get(key):
-                raise RnacliError(
-                    f"--resume: {section}.{key} differs from the run's recipe "
-                    f"({then!r} there, {now.get(section, {}).get(key)!r} now)"
-                )
-    return int(read_meta(run_dir)["step"])
+            recorded = key in saved.get(section, {})
+            then = saved.get(section, {}).get(
+                key, BEFORE_THE_KEY.get((section, key), defaults.get(key))
+            )
+            if then == now.get(section, {}).get(key):
+                continue
+            if not recorded and key not in config.model_fields_set:
+                setattr(config, key, then)  # the run's own meaning, not today's default
+                log.info("--resume: %s.%s = %r, as the run was trained", section, key, then)
+                continue
+            raise RnacliError(
+                f"--resume: {section}.{key} differs from the run's recipe "
+                f"({then!r} there, {now.get(section, {}).get(key)!r} now)"
+            )
 
 
 class UnlearningRecipe:
@@ -240,13 +256,16 @@ class UnlearningRecipe:
     # -- one step ------------------------------------------------------------------------------
 
     def train_step(self, step: int, run_forward: Callable | None = None) -> dict[str, float]:
-        """One optimizer step over `train.grad_accum` micro-batches; the step's mean losses.
-        A non-finite loss or update is an RnacliError and the step is never applied."""
+        """One optimizer step over `train.grad_accum` micro-batches; the step's losses. A
+        non-finite loss or update is an RnacliError and the step is never applied."""
         cfg, master = self.cfg, self.master
+        exact = cfg.accumulation == "exact"
         master.zero_grad()
-        logged = dict.fromkeys(("loss", "forget_loss", "retain_loss"), 0.0)
-        for micro in range(cfg.grad_accum):
-            batch = self.data.batch(step, micro).to(self.device)
+        batches = [self.data.batch(step, m).to(self.device) for m in range(cfg.grad_accum)]
+        if exact:  # each loss is its share of the step's mean: the shares add up
+            set_step_totals(batches, self._sum_over_processes)
+        logged = torch.zeros(3, dtype=torch.float64)
+        for micro, batch in enumerate(batches):
             noise = step_noise(
                 self.recipe, self.rna, step, self.data.micro_index(micro), self.device
             )
@@ -257,7 +276,7 @@ class UnlearningRecipe:
                 batch,
                 self.recipe.alphas[batch.corpus],
                 noise,
-                accum=cfg.grad_accum,
+                accum=1 if exact else cfg.grad_accum,
                 split=cfg.split_backward,
                 autocast=self.autocast,
                 **({"run_forward": run_forward} if run_forward else {}),
@@ -268,15 +287,23 @@ class UnlearningRecipe:
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
                 raise self._stopped(step + 1, f"loss is not finite ({shown})")
             master.collect_grads()
-            for k, v in values.items():
-                logged[k] += v / cfg.grad_accum
-        self._apply_update(step)
-        return logged
+            logged += torch.tensor(list(values.values()), dtype=torch.float64)
+        if exact:  # the whole step's losses, on every process
+            logged = self._sum_over_processes(logged.to(self.device)).cpu()
+        else:
+            logged /= cfg.grad_accum
+        self._apply_update(step, "sum" if exact else "mean")
+        return dict(zip(("loss", "forget_loss", "retain_loss"), logged.tolist(), strict=True))
 
-    def _apply_update(self, step: int) -> None:
+    def _sum_over_processes(self, values: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return values
+        return self.accelerator.reduce(values.to(self.device), reduction="sum").cpu()
+
+    def _apply_update(self, step: int, reduction: str) -> None:
         if self.world > 1:  # only a few tensors train: reduce their gradients directly
             for t in self.master.optimized():
-                t.grad = self.accelerator.reduce(t.grad, reduction="mean")
+                t.grad = self.accelerator.reduce(t.grad, reduction=reduction)
         if self.cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.master.optimized(), self.cfg.max_grad_norm)
         self.optimizer.step()

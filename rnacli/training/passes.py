@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from rnacli.data.batches import Seq
-from rnacli.methods.po import token_logprobs
+from rnacli.methods.po import sequence_logprob, token_logprobs
 from rnacli.methods.rna import Noise, noise_for
 from rnacli.models.forward import (
     PLAIN_DECODERS,
@@ -186,31 +186,30 @@ class Passes:
         targets = seq.input_ids[:, 1:][scored]
         rows = torch.nonzero(scored)[:, 0]
         with torch.no_grad() if reference else nullcontext():
-            if self.chunk_tokens is None:
-                logits = self._logits(seq, reference, None)[:, :-1][scored]
-                lp = token_logprobs(logits, targets)
-            else:
-                h = self._run(seq, reference=reference, stop=None, noise=None)[:, :-1][scored]
-                head = self._head(reference)
-                lp = self._chunked(lambda hc, tc: token_logprobs(head(hc), tc), h, targets)
+            if self.chunk_tokens is None:  # full [B, T, V] logits, the reference-code style
+                logits = self._logits(seq, reference, None)
+                return sequence_logprob(logits, seq.input_ids, seq.target_mask)
+            h = self._run(seq, reference=reference, stop=None, noise=None)[:, :-1][scored]
+            head = self._head(reference)
+            lp = self._chunked(lambda hc, tc: token_logprobs(head(hc), tc), h, targets)
         total = torch.zeros(seq.input_ids.shape[0], dtype=lp.dtype, device=lp.device)
         return total.index_add(0, rows, lp)
 
-    def token_retain(
+    def token_values(
         self,
         seq: Seq,
         per_token: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         noise: Noise | None,
     ) -> torch.Tensor:
-        """Mean over real tokens of per_token(logits, reference logits); RNA's noise rides in
-        the pass of its side (`Noise.side`)."""
+        """per_token(logits, reference logits) at each real token [N]; RNA's noise rides in the
+        pass of its side (`Noise.side`)."""
         real = seq.attention_mask.bool()
         own, ref = noise_for(noise, reference=False), noise_for(noise, reference=True)
         if self.chunk_tokens is None:
             logits = self._logits(seq, False, own)[real]
             ref_logits = self._logits(seq, True, ref)[real]
-            return per_token(logits, ref_logits).mean()
+            return per_token(logits, ref_logits)
         h = self._run(seq, reference=False, stop=None, noise=own)[real]
         h_ref = self._run(seq, reference=True, stop=None, noise=ref)[real]
         head, head_ref = self._head(False), self._head(True)
-        return self._chunked(lambda a, b: per_token(head(a), head_ref(b)), h, h_ref).mean()
+        return self._chunked(lambda a, b: per_token(head(a), head_ref(b)), h, h_ref)

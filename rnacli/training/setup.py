@@ -79,6 +79,7 @@ def training_data(recipe: Recipe, tokenizer, rank: int = 0, world_size: int = 1)
         refusals=refusals,
         prompt_tokens=recipe.method.prompt_tokens,
         grad_accum=recipe.train.grad_accum,
+        refusal_per_row=recipe.train.accumulation == "exact",
         rank=rank,
         world_size=world_size,
     )

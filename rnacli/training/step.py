@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from rnacli.data.batches import StepBatch
 from rnacli.methods.rna import Noise
 from rnacli.training.passes import Passes
 
@@ -31,6 +32,28 @@ def head_chunk_tokens(logits_chunk: int, vocab: int) -> int | None:
     if logits_chunk <= 0:
         return None
     return max(1, min(logits_chunk, HEAD_CHUNK_VALUES // max(vocab, 1)))
+
+
+def set_step_totals(
+    batches: list[StepBatch], all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> None:
+    """Tell each sequence batch the optimizer step's count of real tokens and sequences in its
+    role (forget, retain, refusal) over all micro-batches, summed over processes by
+    `all_reduce`; the losses divide by these (`rnacli.methods.reduce`), so the step's gradient
+    is the same whether its sequences come as one batch, as micro-batches or over processes."""
+    roles = ("forget", "retain", "refusal")
+    counts = torch.zeros(len(roles), 2, dtype=torch.float64)
+    for batch in batches:
+        for i, role in enumerate(roles):
+            if (seq := getattr(batch, role)) is not None:
+                counts[i, 0] += float(seq.attention_mask.sum())
+                counts[i, 1] += seq.input_ids.shape[0]
+    if all_reduce is not None:
+        counts = all_reduce(counts)
+    for batch in batches:
+        for i, role in enumerate(roles):
+            if (seq := getattr(batch, role)) is not None:
+                seq.step_tokens, seq.step_rows = float(counts[i, 0]), float(counts[i, 1])
 
 
 def _call(fn: Callable[[], Any]) -> Any:
