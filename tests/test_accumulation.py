@@ -82,3 +82,23 @@ def test_legacy_accumulation_averages_micro_batch_means(tiny_model_dir, corpora)
     micro, _ = step_gradient(raw, 1, SEQUENCES, 1, exact=False)
     name = next(iter(whole))
     assert not torch.allclose(whole[name], micro[name], rtol=1e-3, atol=0)
+
+
+def test_a_run_recorded_before_the_key_resumes_as_it_was_trained(tmp_path, tiny_model_dir, corpora):
+    import json
+
+    from rnacli.errors import RnacliError
+    from rnacli.training.loop import train
+
+    raw = tiny_recipe(tiny_model_dir, corpora, "dpo", "kl", train={"steps": 2, "grad_accum": 2})
+    run_dir = train(recipe_from_dict(raw, "old.toml"), tmp_path / "old").run_dir
+    saved = json.loads((run_dir / "recipe.json").read_text())
+    del saved["train"]["accumulation"]  # as rnacli wrote it before the key existed
+    (run_dir / "recipe.json").write_text(json.dumps(saved))
+    raw["train"]["steps"] = 3
+    train(recipe_from_dict(raw, "old.toml"), run_dir, resume=True)
+    assert json.loads((run_dir / "recipe.json").read_text())["train"]["accumulation"] == "legacy"
+    # naming today's value in the recipe is a different run: refused, as any other key
+    raw["train"].update(steps=4, accumulation="exact")
+    with pytest.raises(RnacliError, match=r"train.accumulation differs .*'legacy' there"):
+        train(recipe_from_dict(raw, "old.toml"), run_dir, resume=True)
