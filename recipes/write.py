@@ -21,6 +21,7 @@ from typing import NamedTuple
 from rnacli.methods.registry import method_label, method_spec
 
 ROOT = Path(__file__).resolve().parent
+DOCS = "docs/world-recipes.md"  # how the world's and the tiny recipes' values were found
 
 
 class Paper(NamedTuple):
@@ -53,7 +54,6 @@ class World(NamedTuple):
     lr: float
     steps: int
     nu: float
-    how: str  # how the values were chosen, written into the recipe
     # RNA's placement in the *_rna recipe (issue 13): the side benchmarks/world_tradeoff.py found
     # better. Where it is not the paper's (reference side, nu 16 absolute at the unlearn layer),
     # a *_rna_reference recipe keeps the paper's reading beside it.
@@ -65,15 +65,7 @@ class World(NamedTuple):
 PAPER_READING = (16.0, 8)  # the world's reference-side RNA: absolute nu, layer
 
 
-SWEPT = (
-    "`rnacli sweep` on seed 0 of the first world (200 people, 20 forgotten; eval limit 100-150; "
-    "runs/sweeps/world_*), kept for the current one (80 people, 20 forgotten):"
-)
-V2 = "On the current world (seed 0, 300 questions each, benchmarks/world_po_designs.py): "
-NU = (
-    "nu = 16 for every method: RMU sweeps of nu (16, 36, 100, on an earlier build of the world) "
-    "traded recovery against forgetting; 16 kept forget accuracy near the plain twin's."
-)
+# How these values were found: docs/world-recipes.md, a section per key (each recipe links it).
 WORLD = {
     "rmu": World(
         "rmu",
@@ -83,125 +75,18 @@ WORLD = {
         0.005,
         150,
         0.3,
-        f"{SWEPT} c = 150 (the activations' scale at layer 8 of SmolLM2); alpha 1 forgot (26 %) "
-        "without the retain-side fragility, alpha 10 shows both; 150 steps. RNA: "
-        "benchmarks/world_tradeoff.py on the current world, 5 seeds, 300 perturbed and mention "
-        "questions: in the model's own retain pass at layer 7 with nu 0.3x the layer's scale "
-        "(rmu_rna.toml) -> forget 28.2 %, perturbed 66.7 %, mention 54.7 % against plain RMU's "
-        "27.6 / 46.5 / 38.1 % at 150 steps (retain 98.7 vs 98.8 %); in the reference pass at "
-        "layer 8 (Algorithm 1) with nu 1x the scale (30.5) -> 28.2 / 50.6 / 45.5 %; "
-        "rmu_rna_reference.toml keeps that reading with the world's nu 16 (seed 0: 30 / 44 / "
-        "35 %). "
-        "At layer 5 (below the trained layers) 0.3x cost retain accuracy (92.7 %, seed 0).",
         side="model",
         rna_layer=7,
         relative=True,
     ),
-    "adaptive_rmu": World(
-        "adaptive_rmu",
-        None,
-        ["beta = 3.0"],
-        10.0,
-        0.005,
-        150,
-        16.0,
-        f"{SWEPT} the paper's beta = 3 with RMU's other settings gave forget 29 %, retain 98 %, "
-        "perturbed 84 %, mention 80 %. " + NU,
-    ),
-    "rsv": World(
-        "rsv",
-        None,
-        ["steering_coeff = 1500.0"],
-        10.0,
-        0.005,
-        150,
-        1600.0,
-        f"{SWEPT} c = 150 did not forget (97 %): RSV adds c * eps to the activations, a shift "
-        "the layers above absorb until it dwarfs them; c = 500 -> forget 38 %, c = 1500 -> 32 % "
-        "(with perturbed 44 %, mention 29 %: very fragile). nu: 16 and 64 recovered nothing "
-        "(perturbed 45 %, mention 30 %); 1600 (the noise on the scale of the c = 1500 shift) a "
-        "little (49 %, 34 %).",
-    ),
-    "npo_kl": World(
-        "npo",
-        "kl",
-        [],
-        5.0,
-        0.005,
-        80,
-        16.0,
-        f"{SWEPT} lr 1e-3 / 2e-3 / 5e-3 at 80 steps -> forget 57 / 42 / 25 % (retain 97 / 98 / "
-        "93 %); trainable tensors at layers 8-10 instead of 6-8 forgot less (38 %). "
-        + NU
-        + " "
-        + V2
-        + "forget 17 %, retain 98.7 %, perturbed 90.0 %, mention 95.3 %.",
-    ),
-    "npo_mse": World(
-        "npo",
-        "mse",
-        [],
-        0.5,
-        0.005,
-        80,
-        16.0,
-        f"{SWEPT} NPO+KL's lr and steps; alpha 5 -> forget 78 %, alpha 1 -> 36 % (retain 96 %); "
-        "alpha 0.5 extrapolates that (the benchmark's seed 0 is its check). " + NU,
-    ),
-    "dpo_kl": World(
-        "dpo",
-        "kl",
-        ["beta = 0.03"],
-        1.0,
-        0.01,
-        80,
-        16.0,
-        f"{SWEPT} at the paper's beta = 0.1, DPO forgot little (lr 5e-3, alpha 5 -> forget 87 %; "
-        "lr 1e-2, alpha 1 -> 72 %): its loss saturates once the margin passes a few times "
-        "1/beta nats (10 at beta 0.1), which raising the refusal's likelihood alone achieves. "
-        "A smaller beta asks for a margin the refusal cannot supply (seed 0, "
-        "`rnacli train --set method.beta=B` + eval per point): beta 0.03 -> forget 7 %, "
-        "retain 93 %; beta 0.01 -> forget 8 %, retain 88 % (lr 5e-3: 4 %, 85 %). "
-        + NU
-        + " "
-        + V2
-        + "forget 6 %, retain 94.7 %, perturbed 69.0 %, mention 71.3 %.",
-    ),
-    "dpo_mse": World(
-        "dpo",
-        "mse",
-        ["beta = 0.03"],
-        0.5,
-        0.01,
-        80,
-        16.0,
-        f"{SWEPT} as DPO+KL: at beta = 0.1 (alpha 0.5, lr 1e-2) forget stayed at 70 % (alpha 5, "
-        "lr 5e-3: 96 %); seed 0, `--set method.beta=B`: beta 0.03 -> forget 16 %, retain 98 %; "
-        "beta 0.01 -> forget 13 %, retain 79 %. " + NU,
-    ),
-    "simnpo_kl": World(
-        "simnpo",
-        "kl",
-        [],
-        1.0,
-        0.005,
-        80,
-        16.0,
-        f"{SWEPT} NPO+KL's lr and steps; alpha 5 -> forget 44 %, alpha 1 -> 17 % (retain 92 %, "
-        "perturbed 84 %, mention 87 %). " + NU + " " + V2 + "forget 10 %, retain 95.7 %, "
-        "perturbed 79.7 %, mention 84.3 %.",
-    ),
-    "simnpo_mse": World(
-        "simnpo",
-        "mse",
-        [],
-        0.5,
-        0.005,
-        80,
-        16.0,
-        f"{SWEPT} NPO+KL's lr and steps; alpha 5 -> forget 82 %; alpha 0.5 as for NPO+MSE (the "
-        "benchmark's seed 0 is its check). " + NU,
-    ),
+    "adaptive_rmu": World("adaptive_rmu", None, ["beta = 3.0"], 10.0, 0.005, 150, 16.0),
+    "rsv": World("rsv", None, ["steering_coeff = 1500.0"], 10.0, 0.005, 150, 1600.0),
+    "npo_kl": World("npo", "kl", [], 5.0, 0.005, 80, 16.0),
+    "npo_mse": World("npo", "mse", [], 0.5, 0.005, 80, 16.0),
+    "dpo_kl": World("dpo", "kl", ["beta = 0.03"], 1.0, 0.01, 80, 16.0),
+    "dpo_mse": World("dpo", "mse", ["beta = 0.03"], 0.5, 0.01, 80, 16.0),
+    "simnpo_kl": World("simnpo", "kl", [], 1.0, 0.005, 80, 16.0),
+    "simnpo_mse": World("simnpo", "mse", [], 0.5, 0.005, 80, 16.0),
 }
 
 
@@ -279,13 +164,10 @@ def tiny(key: str, rna: bool) -> str:
     p = PAPER[key]
     name = method_label(p.method, p.retain_loss)
     lines = [
-        f"# {name}{' with RNA' if rna else ''} on the embedded SmolLM2-135M: the whole pipeline",
-        "# offline on 2 CPU cores in a few minutes. Forget corpora: 'question + answer' "
-        "statements of",
-        "# one half of bio-like and cyber-like MMLU subjects; the other half is evaluated. "
-        "SmolLM2-135M is",
-        "# at chance on MMLU: this checks the plumbing, not the science (recipes/world/ shows "
-        "the effect).",
+        f"# {name}{' with RNA' if rna else ''} on the embedded SmolLM2-135M and MMLU-made forget "
+        "corpora: the whole",
+        "# pipeline offline in a few minutes; it checks the plumbing, not the science.",
+        f"# Details: {DOCS}#tiny",
         f'description = "{name}{" + RNA" if rna else ""}, tiny: SmolLM2-135M on MMLU-made '
         'forget corpora"',
         "",
@@ -345,20 +227,16 @@ def world(key: str, rna: bool, reference: bool = False) -> str:
         placement = " as in Algorithm 1 (reference pass)"
     elif rna and w.side == "model":
         placement = " in the model's own retain pass (Assumption 5.1)"
-    # keep "25 %" on one line: a placeholder that textwrap does not break at
-    how = [
-        line.replace("\0", " ")
-        for line in textwrap.wrap(f"How chosen: {w.how}".replace(" %", "\0%"), 96)
-    ]
     header = (
         f"{name}{' with RNA' if rna else ''}{placement} on the fictional world (`rnacli\0world"
-        "\0build`): the embedded SmolLM2-135M first learns 80 made-up people, then forgets 20 of "
-        "them. A few minutes on 2 CPU cores. Hyperparameters chosen by sweeps on the world (see "
-        "how below)."
+        "\0build`): SmolLM2-135M learns 80 made-up people, then forgets 20 of them."
     )
     lines = [
-        *(f"# {line.replace(chr(0), ' ')}" for line in textwrap.wrap(header, 96)),
-        *(f"# {line}" for line in how),
+        *(
+            f"# {line.replace(chr(0), ' ')}"
+            for line in textwrap.wrap(header, 96, break_on_hyphens=False)
+        ),
+        f"# Details: {DOCS}#{key}",
         f'description = "{name}{" + RNA" if rna else ""}{" (reference side)" if reference else ""}'
         ': forget 20 of 80 fictional people"',
         "",

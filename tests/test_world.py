@@ -193,3 +193,28 @@ def test_world_build_command(monkeypatch, capsys, tiny_model_dir):
     assert "people (forget / retain) │ 3 / 9" in out and "letter accuracy, forget" in out
     err = cli_error(monkeypatch, capsys, *args, "--set", "epoch=2")
     assert "world build --set epoch: unknown setting" in err
+
+
+def test_recipes_open_with_a_short_note_and_a_link_to_their_section():
+    """How a recipe's values were found lives in docs/world-recipes.md; a recipe opens with at
+    most two lines and a link to its section, which must exist."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "world-recipes.md").read_text(encoding="utf-8")
+    anchors = {
+        re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", doc, re.M)
+    }
+    recipes = [p for p in (root / "recipes").rglob("*.toml") if "accelerate" not in p.parts]
+    assert len(recipes) == 55
+    for path in recipes:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+        assert len(header) <= 3, path
+        for line in header:
+            if link := re.fullmatch(r"# Details: docs/world-recipes\.md#(\S+)", line):
+                assert link[1] in anchors, (path, link[1])
+        world = path.parent.name in ("world", "tiny")
+        assert not world or header[-1].startswith("# Details: docs/world-recipes.md#"), path
