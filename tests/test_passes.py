@@ -1,4 +1,5 @@
-"""Equivalences behind DESIGN ideas 1-3, number for number on a tiny model."""
+"""Equivalences behind ideas 1-3 of docs/architecture.md (rnacli/training/passes.py), number
+for number on a tiny model."""
 
 import pytest
 import torch

@@ -1,8 +1,8 @@
 """The forward passes an unlearning step needs, computed once where they can be shared.
 
-1. **No second model** (DESIGN idea 1): the frozen reference is the same model with the
-   original values of the few trainable tensors, run through `torch.func.functional_call`
-   under `no_grad`. Memory: one model plus a copy of those tensors.
+1. **No second model** (idea 1 of docs/architecture.md): the frozen reference is the same
+   model with the original values of the few trainable tensors, run through
+   `torch.func.functional_call` under `no_grad`. Memory: one model plus a copy of those tensors.
 2. **Shared prefix** (idea 2): layers below the first trainable one are the same in the
    updated and the reference model; their output is computed once per batch and fed to both.
 3. **Truncated forward** (idea 3): RM methods stop at layer l; no upper layers, no LM head.
@@ -202,8 +202,9 @@ class Passes:
         noise: Noise | None,
     ) -> torch.Tensor:
         """per_token(logits, reference logits) at each real token [N]; RNA's noise rides in the
-        pass of its side (`Noise.side`)."""
-        real = seq.attention_mask.bool()
+        pass of its side (`Noise.side`). `seq.counted` says which positions: the real tokens,
+        or every position (`method.mean_over = "all-positions"`)."""
+        real = seq.counted.bool()
         own, ref = noise_for(noise, reference=False), noise_for(noise, reference=True)
         if self.chunk_tokens is None:
             logits = self._logits(seq, False, own)[real]
