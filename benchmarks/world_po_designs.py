@@ -26,6 +26,7 @@ table (mean ± std over seeds) and writes runs/world_po/summary.json.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -77,7 +78,7 @@ def fmt(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
 
 
-def run_grid(args, tasks) -> dict[tuple[str, str], list[dict]]:
+def run_grid(args: argparse.Namespace, tasks: list) -> dict[tuple[str, str], list[dict]]:
     """Every (method, design, seed) trained and evaluated: accuracies per (method, design)."""
     plan = [(m, d, s) for m in args.methods for d in args.designs for s in args.seeds]
     rows: dict[tuple[str, str], list[dict]] = {}

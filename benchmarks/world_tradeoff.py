@@ -298,7 +298,9 @@ class World(NamedTuple):
         return {t.removesuffix(self.suffix): r for t, r in found.items()}
 
 
-def run_grid(args, world: World, root: Path) -> dict[str, dict[str, list[dict]]]:
+def run_grid(
+    args: argparse.Namespace, world: World, root: Path
+) -> dict[str, dict[str, list[dict]]]:
     """Every (method, point, seed) trained and evaluated (or reused): method -> point -> runs."""
     plan = [
         (m, p, s)
