@@ -76,11 +76,16 @@ class DataConfig(_Section):
     )
     forget_max_length: int | list[int] = _f(512, "tokens per forget sequence (one per corpus)")
     retain: str = _f("wikitext", "retain corpus (wikitext, a file, world-retain, ...)")
-    retain_max_length: int = _f(512, "tokens per retain sequence", ge=8, le=MAX_LENGTH)
+    retain_max_length: int | list[int] = _f(
+        512, "tokens per retain sequence (one value, or one per forget corpus: its steps' retain)"
+    )
     refusal: str = _f("idk", "refusal sentences, DPO's preferred answers")
     batch_size: int = _f(4, "sequences per batch (forget and retain alike)", ge=1, le=MAX_BATCH)
     max_samples: int | None = _f(None, "documents drawn per forget corpus (all: unset)", ge=1)
     min_chars: int = _f(50, "documents shorter than this (characters) are dropped", ge=0)
+    max_chars: int | None = _f(
+        None, "documents cut to their first max_chars characters (the authors' RSV: 2000)", ge=1
+    )
 
     @model_validator(mode="after")
     def _lengths(self) -> DataConfig:
@@ -96,7 +101,23 @@ class DataConfig(_Section):
         if max(lengths) > MAX_LENGTH:
             raise ValueError(f"forget_max_length: must be <= {MAX_LENGTH} tokens")
         self.forget_max_length = lengths
+        retain = self.retain_max_length
+        if isinstance(retain, list):
+            if len(retain) != len(self.forget):
+                raise ValueError(
+                    f"retain_max_length: {len(retain)} values for {len(self.forget)} forget corpora"
+                )
+            if len(set(retain)) == 1:
+                self.retain_max_length = retain[0]
+        values = [retain] if isinstance(retain, int) else retain
+        if min(values) < 8 or max(values) > MAX_LENGTH:
+            raise ValueError(f"retain_max_length: must lie in 8..{MAX_LENGTH} tokens")
         return self
+
+    def retain_length(self, corpus: int) -> int:
+        """Retain tokens on the steps of forget corpus `corpus`."""
+        lengths = self.retain_max_length
+        return lengths if isinstance(lengths, int) else lengths[corpus]
 
 
 class MethodConfig(_Section):
@@ -114,6 +135,29 @@ class MethodConfig(_Section):
     )
     gamma: float = _f(0.0, "SimNPO's reward margin", ge=-MAX_COEFF, le=MAX_COEFF)
     prompt_tokens: int = _f(32, "DPO: forget tokens that make the prompt x", ge=1, le=MAX_LENGTH)
+    # The authors' code computes some terms otherwise than the paper's equations
+    # (docs/authors-code.md): each difference is one key; the defaults are the equations.
+    nll: Literal["sequence-sum", "pooled-mean"] = _f(
+        "sequence-sum",
+        "PO forget terms on log pi(y|x) summed per sequence (the equations), or on one mean "
+        "token NLL pooled over the batch (the authors' labels=input_ids loss)",
+    )
+    dpo_reference: Literal["paper", "authors"] = _f(
+        "paper",
+        "DPO's reference log-ratio of the refusal: the reference's (paper), or the updated "
+        "model's as the authors' code has it (the refusal terms cancel: DPO becomes NPO)",
+    )
+    adaptive_scale: Literal["per-token", "first-batch"] = _f(
+        "per-token",
+        "Adaptive RMU's target norm: beta x ||z_ref|| per token, every step (paper), or one "
+        "scalar per corpus, beta x the mean norm of the updated model on its first batch "
+        "(the authors' code)",
+    )
+    mean_over: Literal["real-tokens", "all-positions"] = _f(
+        "real-tokens",
+        "loss means over real tokens, or over every position of the padded batch, pads "
+        "included (the authors' F.mse_loss, kl_div batchmean and labels=input_ids)",
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> MethodConfig:
@@ -130,6 +174,7 @@ class MethodConfig(_Section):
             if getattr(self, key) is not None and spec.coefficient != key:
                 users = ", ".join(m for m, s in METHODS.items() if s.coefficient == key)
                 raise ValueError(f"{key}: not used by {self.name} (only {users})")
+        self._forms_apply(spec)
         if spec.coefficient is not None and getattr(self, spec.coefficient) is None:
             setattr(self, spec.coefficient, spec.default)
         alphas = [self.alpha] if isinstance(self.alpha, float | int) else self.alpha
@@ -139,9 +184,21 @@ class MethodConfig(_Section):
             raise ValueError(f"alpha: retain weights must be <= {MAX_COEFF:g}")
         return self
 
+    def _forms_apply(self, spec) -> None:
+        """A form key set away from its default names a method it applies to."""
+        applies = {
+            "nll": spec.family == "po",
+            "dpo_reference": spec.name == "dpo",
+            "adaptive_scale": spec.name == "adaptive_rmu",
+        }
+        for key, ok in applies.items():
+            default = type(self).model_fields[key].default
+            if not ok and getattr(self, key) != default:
+                raise ValueError(f"{key}: not used by {self.name}")
+
     @property
     def family(self) -> str:
-        """ "rm" or "po" (`rnacli.methods.registry.MethodSpec.family`)."""
+        """rm or po (`rnacli.methods.registry.MethodSpec.family`)."""
         return METHODS[self.name].family
 
     @property
@@ -163,6 +220,12 @@ class RNAConfig(_Section):
     )
     layers: int | list[int] | Literal["early", "middle", "late", "all"] | None = _f(
         None, "decoder layers whose output gets noise (default: method.layer)"
+    )
+    nu_is: Literal["variance", "std"] = _f(
+        "variance",
+        "what nu is: the noise variance, N(0, nu I) as the paper writes it, or its standard "
+        "deviation, randn * nu as the authors' code draws it (relative scale: std = nu x the "
+        "layer's RMS)",
     )
     side: Literal["reference", "model"] = _f(
         "reference",
@@ -187,7 +250,8 @@ class TrainConfig(_Section):
 
     steps: int = _f(500, "optimizer steps (each on one forget corpus, in turn)", ge=1, le=MAX_STEPS)
     lr: float = _f(5e-5, "AdamW learning rate (constant)", gt=0, le=MAX_LR)
-    weight_decay: float = _f(0.01, "AdamW weight decay", ge=0, le=10.0)
+    weight_decay: float = _f(0.01, "AdamW weight decay (the authors' code: 0)", ge=0, le=10.0)
+    adam_eps: float = _f(1e-8, "AdamW epsilon (the authors' code: 1e-6)", gt=0, le=1.0)
     grad_accum: int = _f(1, "micro-batches per step", ge=1, le=MAX_BATCH)
     accumulation: Literal["exact", "legacy"] = _f(
         "exact",

@@ -38,20 +38,37 @@ def delta(run_dir):
     return load_file(str(run_dir / "checkpoint" / "delta.safetensors"))
 
 
+def authors_forms(method: str, retain_loss: str | None) -> dict:
+    """The method keys of the authors' code (docs/authors-code.md) that apply to `method`."""
+    forms = {"mean_over": "all-positions"}
+    if retain_loss:
+        forms["nll"] = "pooled-mean"
+    if method == "dpo":
+        forms["dpo_reference"] = "authors"
+    if method == "adaptive_rmu":
+        forms["adaptive_scale"] = "first-batch"
+    return forms
+
+
+@pytest.mark.parametrize("forms", ["paper", "authors"])
 @pytest.mark.parametrize(("method", "retain_loss"), ALL)
 def test_three_steps_equal_with_and_without_the_engineering(
-    tmp_path, tiny_model_dir, corpora, method, retain_loss
+    tmp_path, tiny_model_dir, corpora, method, retain_loss, forms
 ):
-    """Delta reference + shared prefix + truncated forward + chunked head give the same
-    parameters as a deep-copied reference with full forwards (RNA on)."""
-    fast = run(
-        tmp_path, "fast", tiny_recipe(tiny_model_dir, corpora, method, retain_loss, rna=True)
+    """Delta reference + shared prefix + truncated forward + chunked head + split backward give
+    the same parameters as a deep-copied reference with full forwards and one backward (RNA
+    on), in the equations' forms and in the authors'."""
+    extra = {"method": authors_forms(method, retain_loss)} if forms == "authors" else {}
+    fast_raw = tiny_recipe(tiny_model_dir, corpora, method, retain_loss, rna=True, **extra)
+    if forms == "authors":
+        fast_raw["rna"].update(noise_scale=0.2, nu_is="std")
+    fast = run(tmp_path, "fast", fast_raw)
+    slow_train = {**SLOW_STYLE, "split_backward": False}
+    slow_raw = tiny_recipe(
+        tiny_model_dir, corpora, method, retain_loss, rna=True, train=slow_train, **extra
     )
-    slow = run(
-        tmp_path,
-        "slow",
-        tiny_recipe(tiny_model_dir, corpora, method, retain_loss, rna=True, train=SLOW_STYLE),
-    )
+    slow_raw["rna"] = fast_raw["rna"]
+    slow = run(tmp_path, "slow", slow_raw)
     base, _ = load_model(str(tiny_model_dir), device="cpu")
     for name, value in delta(fast).items():
         torch.testing.assert_close(value, delta(slow)[name], atol=1e-5, rtol=1e-5)

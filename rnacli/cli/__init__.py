@@ -1,6 +1,7 @@
 """The `rnacli` command line: the app, its commands in panels in the order of the work, and
 `main()`. The commands are thin (parse, call the modules below, print) and live one module per
-group here (unlearn, evaluate, report, analysis, data, world); common.py holds what they share."""
+group here (unlearn, evaluate, report, analysis, attack, data, world); common.py holds what they
+share."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rnacli.cli.analysis import (
     sensitivity_command,
     sweep_command,
 )
+from rnacli.cli.attack import attack_app
 from rnacli.cli.common import HELP_MARKUP, flags_without_a_type, quiet_libraries
 from rnacli.cli.data import data_app, export_command, fetch_command
 from rnacli.cli.evaluate import eval_command, export_tasks_command
@@ -48,7 +50,10 @@ COMMANDS = {
     },
     "Data and models": {"fetch": fetch_command, "export": export_command},
 }
-SUB_APPS = {"Data and models": {"world": world_app, "data": data_app}}
+SUB_APPS = {
+    "Attacks": {"attack": attack_app},
+    "Data and models": {"world": world_app, "data": data_app},
+}
 
 for panel, commands in COMMANDS.items():
     for name, function in commands.items():

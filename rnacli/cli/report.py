@@ -28,7 +28,8 @@ def report_command(
     ),
     force: Force = False,
 ) -> None:
-    """Reduction rate vs the base and RNA recovery rate vs the plain twin, per task."""
+    """Reduction rate vs the base and RNA recovery rate vs the plain twin, per task; with
+    attacked runs (`rnacli attack`), both sides of robustness in one table and robustness.png."""
     from rnacli.evaluate.comparison import compare
     from rnacli.evaluate.report import comparison_plot, comparison_tables
     from rnacli.files.atomic import atomic_path, write_json
@@ -36,18 +37,38 @@ def report_command(
 
     check_folder(
         out,
-        writes=[out / "report.json", out / "report.png"],
+        writes=[out / "report.json", out / "report.png", out / "robustness.png"],
         inputs=[*runs, *spec_paths([base])],
-        ours=names("report.json", "report.png"),
+        ours=names("report.json", "report.png", "robustness.png"),
         force=force,
     )
     comparison = compare(runs, base)
     for table in comparison_tables(comparison):
         stdout.print(table)
-    write_json(out / "report.json", comparison.to_dict())
+    report = comparison.to_dict()
+    written = _robustness(comparison, out, report)
+    write_json(out / "report.json", report)
     with atomic_path(out / "report.png") as tmp:
         comparison_plot(comparison, tmp)
-    say(f"wrote {out / 'report.json'} and {out / 'report.png'}")
+    say(f"wrote {out / 'report.json'} and {out / 'report.png'}{written}")
+
+
+def _robustness(comparison, out: Path, report: dict) -> str:
+    """Where runs were attacked: the robustness table printed, its rows added to `report`
+    (key `robustness`) and robustness.png written; returns the words to add to the result
+    line. Runs without attacks leave the report as it was."""
+    from rnacli.attacks.robustness import ATTACK_COLUMNS, has_attacks, robustness_rows
+    from rnacli.evaluate.report import robustness_plot, robustness_table
+    from rnacli.files.atomic import atomic_path
+
+    rows = robustness_rows(comparison)
+    if not has_attacks(rows):
+        return ""
+    stdout.print(robustness_table(rows, ATTACK_COLUMNS))
+    report["robustness"] = rows
+    with atomic_path(out / "robustness.png") as tmp:
+        robustness_plot(rows, ATTACK_COLUMNS, tmp)
+    return f" and {out / 'robustness.png'}"
 
 
 def demo_command(

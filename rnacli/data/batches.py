@@ -36,15 +36,31 @@ class Seq:
     # this batch's own counts.
     step_tokens: float | None = None
     step_rows: float | None = None
+    # The positions losses average over: the real tokens (None), or every position of the
+    # padded batch (`method.mean_over = "all-positions"`, the authors' reductions).
+    loss_mask: torch.Tensor | None = None
+
+    @property
+    def counted(self) -> torch.Tensor:
+        """[B, T] 0/1: the positions a loss's mean runs over."""
+        return self.attention_mask if self.loss_mask is None else self.loss_mask
 
     def to(self, device: torch.device | str) -> Seq:
+        loss_mask = None if self.loss_mask is None else self.loss_mask.to(device)
         return Seq(
             self.input_ids.to(device),
             self.attention_mask.to(device),
             self.target_mask.to(device),
             step_tokens=self.step_tokens,
             step_rows=self.step_rows,
+            loss_mask=loss_mask,
         )
+
+    def every_position(self) -> Seq:
+        """This batch with every position counted and scored (pads too: what
+        `labels=input_ids` and unmasked means do in the authors' code)."""
+        ones = torch.ones_like(self.attention_mask)
+        return Seq(self.input_ids, self.attention_mask, ones, loss_mask=ones)
 
 
 def stable_seed(*parts: object) -> int:
@@ -198,7 +214,7 @@ class TrainingData:
     forget_names: list[str]
     forget_max_length: list[int]
     retain: list[Document]
-    retain_max_length: int
+    retain_max_length: int | list[int]  # one, or one per forget corpus
     batch_size: int
     seed: int
     refusals: list[str] | None = None
@@ -207,6 +223,7 @@ class TrainingData:
     rank: int = 0
     world_size: int = 1
     refusal_per_row: bool = True  # False: one draw per micro-batch (train.accumulation legacy)
+    all_positions: bool = False  # losses count pads too (method.mean_over = "all-positions")
 
     def micro_index(self, micro: int) -> int:
         """This process's micro-batch `micro` counted over all processes. Batches, refusal
@@ -226,15 +243,22 @@ class TrainingData:
                 len(self.forget[k]), self.batch_size, index, self.seed, self.forget_names[k]
             )
         ]
-        retain_seq = self._retain(step * per_step + self.micro_index(micro))
+        retain_seq = self._retain(step * per_step + self.micro_index(micro), k)
         if self.refusals is None:
             forget_seq = document_batch(self.tokenizer, docs, self.forget_max_length[k])
-            return StepBatch(step, k, forget_seq, retain_seq)
+            return self._counted(StepBatch(step, k, forget_seq, retain_seq))
         refusals = self._refusals(step, micro, len(docs))
         win, lose = preference_batches(
             self.tokenizer, docs, refusals, self.forget_max_length[k], self.prompt_tokens
         )
-        return StepBatch(step, k, lose, retain_seq, win)
+        return self._counted(StepBatch(step, k, lose, retain_seq, win))
+
+    def _counted(self, batch: StepBatch) -> StepBatch:
+        if not self.all_positions:
+            return batch
+        refusal = batch.refusal.every_position() if batch.refusal is not None else None
+        forget, retain = batch.forget.every_position(), batch.retain.every_position()
+        return StepBatch(batch.step, batch.corpus, forget, retain, refusal)
 
     def _refusals(self, step: int, micro: int, n: int) -> list[str]:
         """One refusal per row, a function of the row's place in the whole step (so the step
@@ -248,12 +272,13 @@ class TrainingData:
         rng = random.Random(stable_seed(self.seed, "refusal", step, m, 0))
         return [rng.choice(self.refusals) for _ in range(n)]
 
-    def _retain(self, index: int) -> Seq:
-        """Retain batch `index` of the whole run (all processes and micro-batches together)."""
+    def _retain(self, index: int, corpus: int = 0) -> Seq:
+        """Retain batch `index` of the whole run (all processes and micro-batches together),
+        at the retain length of forget corpus `corpus`'s steps."""
         picked = pick(len(self.retain), self.batch_size, index, self.seed, "retain")
-        return document_batch(
-            self.tokenizer, [self.retain[i] for i in picked], self.retain_max_length
-        )
+        lengths = self.retain_max_length
+        length = lengths if isinstance(lengths, int) else lengths[corpus]
+        return document_batch(self.tokenizer, [self.retain[i] for i in picked], length)
 
     def first_retain_batches(self, n: int) -> list[Seq]:
         """The run's first n retain batches: the same in every process (RNA's relative scale is

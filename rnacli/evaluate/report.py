@@ -137,3 +137,121 @@ def comparison_plot(comparison, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=130, format="png")
     plt.close(fig)
+
+
+def _share(recovery: dict[str, Any] | None) -> str:
+    """'42 % [31, 55]': a recovery share and its 95 % interval, '-' where undefined."""
+    if not recovery or recovery.get("recovery") is None:
+        return "-"
+    low, high = recovery.get("low"), recovery.get("high")
+    interval = "" if low is None or high is None else f" [{100 * low:.0f}, {100 * high:.0f}]"
+    return f"{100 * recovery['recovery']:.0f} %{interval}"
+
+
+def robustness_table(rows: list[dict[str, Any]], columns: dict[str, str]) -> Table:
+    """Both sides of robustness, one row per run: forget and retain accuracy, the retain side
+    (accuracy on perturbed/mention questions and its reduction vs the base) and the forget
+    side (the share of the forgotten accuracy each attack in `columns` brought back, with its
+    95 % interval). Names are the user's: escaped."""
+    accuracy = list(dict.fromkeys(t for row in rows for t in row["accuracy"]))
+    robust = list(dict.fromkeys(t for row in rows for t in row["retain_side"]))
+    attacks = [a for a in columns if any(a in row["forget_side"] for row in rows)]
+    table = Table(title="Robustness: retain side and forget side", title_justify="left")
+    table.add_column("run", style="bold")
+    table.add_column("method")
+    table.add_column("RNA", justify="right")
+    for name in accuracy:
+        table.add_column(escape(f"{name} (%)"), justify="right")
+    for name in robust:
+        table.add_column(escape(f"{name} (%), reduction"), justify="right")
+    for name in attacks:
+        table.add_column(escape(f"{columns[name]}: recovered"), justify="right")
+    for row in rows:
+        side = row["retain_side"]
+        table.add_row(
+            escape(row["run"]),
+            escape(row["method"]),
+            "yes" if row["rna"] else "-",
+            *(fmt_acc(row["accuracy"].get(t)) for t in accuracy),
+            *(
+                f"{fmt_acc(side[t]['acc'])}, {_pct(side[t]['reduction'])}" if t in side else "-"
+                for t in robust
+            ),
+            *(_share(row["forget_side"].get(a)) for a in attacks),
+        )
+    table.caption = (
+        "reduction: (base - run) / base; recovered: (attacked - unlearned) / (base - "
+        "unlearned) on the forget questions, 95 % bootstrap interval (0 = stays forgotten)"
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def robustness_plot(rows: list[dict[str, Any]], columns: dict[str, str], path) -> None:
+    """Two panels per run: the retain side (reduction vs the base on perturbed/mention
+    questions, %) and the forget side (recovered share of the forgotten accuracy per attack,
+    %, with its 95 % interval). Lower is more robust on both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    robust = list(dict.fromkeys(t for row in rows for t in row["retain_side"]))
+    attacks = [a for a in columns if any(a in row["forget_side"] for row in rows)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    width = 0.8 / max(1, len(rows))
+    colors = plt.get_cmap("tab10")
+    for i, row in enumerate(rows):
+        shift = (i - (len(rows) - 1) / 2) * width
+        hatch = "//" if row["rna"] else None
+        label = f"{row['run']} ({row['method']}{' + RNA' if row['rna'] else ''})"
+        side = [row["retain_side"].get(t, {}).get("reduction") for t in robust]
+        left.bar(
+            np.arange(len(robust)) + shift,
+            [_plotted(v) for v in side],
+            width,
+            color=colors(i % 10),
+            hatch=hatch,
+            edgecolor="white",
+            label=label,
+        )
+        shares = [row["forget_side"].get(a) or {} for a in attacks]
+        mid = np.array([_plotted(s.get("recovery")) for s in shares])
+        err = (
+            np.array(
+                [
+                    [mid[k] - _plotted(s.get("low")), _plotted(s.get("high")) - mid[k]]
+                    for k, s in enumerate(shares)
+                ]
+            )
+            .reshape(-1, 2)
+            .T
+        )
+        right.bar(
+            np.arange(len(attacks)) + shift,
+            mid,
+            width,
+            yerr=np.nan_to_num(err),
+            capsize=2,
+            color=colors(i % 10),
+            hatch=hatch,
+            edgecolor="white",
+        )
+    left.set_xticks(np.arange(len(robust)), robust, rotation=15, ha="right")
+    left.set_ylabel("reduction vs the base (%)")
+    left.set_title("Retain side: benign questions with a forget-token")
+    right.set_xticks(np.arange(len(attacks)), [columns[a] for a in attacks])
+    right.set_ylabel("recovered share of the forgotten accuracy (%)")
+    right.set_title("Forget side: what attacks bring back")
+    for ax in (left, right):
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.legend(fontsize=8, loc="lower center", ncol=min(len(rows), 4), frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=130, format="png")
+    plt.close(fig)
+
+
+def _plotted(value: float | None) -> float:
+    return float("nan") if value is None or math.isnan(value) else 100 * value

@@ -71,45 +71,93 @@ def simnpo_loss(
 
 
 class _PreferenceOptimization:
+    """What PO methods share: beta, and how the forget text's likelihood is read (`nll`):
+
+    - "sequence-sum" (the equations): log pi(y|x) per sequence [B], the sum of its completion
+      tokens' log-probs;
+    - "pooled-mean" (the authors' code, HF `labels=input_ids`): one value per batch [1], minus
+      the mean token NLL pooled over the batch's scored tokens (its "log pi / |y|").
+
+    A pooled value stands for its batch: within a step of several batches (micro-batches,
+    processes) each batch weighs as one, as if the authors had run it on its own."""
+
     family = "po"
 
-    def __init__(self, beta: float) -> None:
-        self.beta = beta
+    def __init__(self, beta: float, nll: str = "sequence-sum") -> None:
+        self.beta, self.nll = beta, nll
 
     @classmethod
     def from_config(cls, cfg, hidden_size: int, n_corpora: int, seed: int):
-        return cls(cfg.beta)
+        return cls(cfg.beta, cfg.nll)
+
+    def log_likelihood(self, passes, seq, reference: bool = False) -> torch.Tensor:
+        logp = passes.sequence_logprob(seq, reference=reference)
+        if self.nll == "sequence-sum":
+            return logp
+        return (logp.sum() / seq.target_mask[:, 1:].sum().clamp_min(1)).reshape(1)
+
+    def rows(self, seq) -> float | None:
+        """What the loss's mean divides by within the step: its sequences, or (pooled) its
+        batches."""
+        if seq.step_rows is None or self.nll == "sequence-sum":
+            return seq.step_rows
+        return seq.step_rows / seq.input_ids.shape[0]
+
+    def scored_length(self, seq) -> torch.Tensor:
+        """|y| per sequence [B] (sequence-sum), or 1 for a pooled mean (already per token)."""
+        if self.nll == "pooled-mean":
+            return torch.ones(1, device=seq.input_ids.device)
+        return seq.target_mask[:, 1:].sum(-1)
 
 
 class NPO(_PreferenceOptimization):
     def forget_loss(self, passes, batch) -> torch.Tensor:
-        logp = passes.sequence_logprob(batch.forget)
-        logp_ref = passes.sequence_logprob(batch.forget, reference=True)
-        return npo_loss(logp, logp_ref, self.beta, batch.forget.step_rows)
+        seq = batch.forget
+        logp = self.log_likelihood(passes, seq)
+        logp_ref = self.log_likelihood(passes, seq, reference=True)
+        return npo_loss(logp, logp_ref, self.beta, self.rows(seq))
 
 
 class DPO(_PreferenceOptimization):
+    """DPO with a refusal as the preferred answer. `reference = "authors"` reproduces the
+    authors' code, whose reference log-ratio takes the updated model's refusal term
+    (`idk_current_loss - unlearn_ref_loss`): the refusal terms cancel and the loss is exactly
+    their NPO on the forget text (no gradient reaches the refusal)."""
+
+    def __init__(self, beta: float, nll: str = "sequence-sum", reference: str = "paper") -> None:
+        super().__init__(beta, nll)
+        self.reference = reference
+
+    @classmethod
+    def from_config(cls, cfg, hidden_size: int, n_corpora: int, seed: int):
+        return cls(cfg.beta, cfg.nll, cfg.dpo_reference)
+
     def forget_loss(self, passes, batch) -> torch.Tensor:
         win, lose = batch.refusal, batch.forget
+        logp_lose = self.log_likelihood(passes, lose)
+        logp_lose_ref = self.log_likelihood(passes, lose, reference=True)
+        if self.reference == "authors":
+            return npo_loss(logp_lose, logp_lose_ref, self.beta, self.rows(lose))
         return dpo_loss(
-            passes.sequence_logprob(win),
-            passes.sequence_logprob(win, reference=True),
-            passes.sequence_logprob(lose),
-            passes.sequence_logprob(lose, reference=True),
+            self.log_likelihood(passes, win),
+            self.log_likelihood(passes, win, reference=True),
+            logp_lose,
+            logp_lose_ref,
             self.beta,
-            lose.step_rows,
+            self.rows(lose),
         )
 
 
 class SimNPO(_PreferenceOptimization):
-    def __init__(self, beta: float, gamma: float) -> None:
-        self.beta, self.gamma = beta, gamma
+    def __init__(self, beta: float, gamma: float, nll: str = "sequence-sum") -> None:
+        super().__init__(beta, nll)
+        self.gamma = gamma
 
     @classmethod
     def from_config(cls, cfg, hidden_size: int, n_corpora: int, seed: int):
-        return cls(cfg.beta, cfg.gamma)
+        return cls(cfg.beta, cfg.gamma, cfg.nll)
 
     def forget_loss(self, passes, batch) -> torch.Tensor:
-        logp = passes.sequence_logprob(batch.forget)
-        length = batch.forget.target_mask[:, 1:].sum(-1)  # scored tokens of y_f
-        return simnpo_loss(logp, length, self.beta, self.gamma, batch.forget.step_rows)
+        seq = batch.forget
+        logp = self.log_likelihood(passes, seq)
+        return simnpo_loss(logp, self.scored_length(seq), self.beta, self.gamma, self.rows(seq))

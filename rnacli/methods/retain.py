@@ -50,7 +50,7 @@ class RepresentationRetain:
     def loss(self, passes, seq, noise=None) -> torch.Tensor:
         z = passes.hidden(seq, self.layer, noise=noise_for(noise, reference=False))
         z_ref = passes.hidden(seq, self.layer, reference=True, noise=noise_for(noise, True))
-        return rm_retain_loss(z, z_ref, seq.attention_mask, seq.step_tokens)
+        return rm_retain_loss(z, z_ref, seq.counted, seq.step_tokens)
 
 
 class _TokenRetain:

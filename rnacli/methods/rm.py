@@ -83,20 +83,50 @@ class RMU(_RepresentationMisdirection):
         z = passes.hidden(batch.forget, self.layer)
         seq = batch.forget
         return rmu_loss(
-            z, self.u[batch.corpus].to(z.device), self.coeff, seq.attention_mask, seq.step_tokens
+            z, self.u[batch.corpus].to(z.device), self.coeff, seq.counted, seq.step_tokens
         )
 
 
 class AdaptiveRMU(_RepresentationMisdirection):
-    def __init__(self, layer: int, beta: float, dim: int, n_corpora: int, seed: int) -> None:
-        self.layer, self.beta = layer, beta
+    """Adaptive RMU. `scale = "per-token"` (the equation): the target norm is beta x
+    ||z_ref|| per token, every step. `scale = "first-batch"` (the authors' code): one scalar per
+    forget corpus, beta x the mean norm of the *updated* model's activations on that corpus's
+    first batch (its first step), fixed for the rest of the run and kept in checkpoints."""
+
+    def __init__(
+        self,
+        layer: int,
+        beta: float,
+        dim: int,
+        n_corpora: int,
+        seed: int,
+        scale: str = "per-token",
+    ) -> None:
+        self.layer, self.beta, self.scale = layer, beta, scale
         self.u = _vectors("uniform", dim, n_corpora, seed)
+        self.scales: dict[int, float] = {}
+
+    @classmethod
+    def from_config(cls, cfg, hidden_size: int, n_corpora: int, seed: int):
+        return cls(cfg.layer, cfg.beta, hidden_size, n_corpora, seed, cfg.adaptive_scale)
 
     def forget_loss(self, passes, batch) -> torch.Tensor:
         z = passes.hidden(batch.forget, self.layer)
-        z_ref = passes.hidden(batch.forget, self.layer, reference=True)
         u, seq = self.u[batch.corpus].to(z.device), batch.forget
-        return adaptive_rmu_loss(z, z_ref, u, self.beta, seq.attention_mask, seq.step_tokens)
+        if self.scale == "first-batch":
+            if batch.corpus not in self.scales:
+                norms, weights = z.detach().float().norm(dim=-1), seq.counted.float()
+                mean = float((norms * weights).sum() / weights.sum().clamp_min(1))
+                self.scales[batch.corpus] = self.beta * mean
+            return rmu_loss(z, u, self.scales[batch.corpus], seq.counted, seq.step_tokens)
+        z_ref = passes.hidden(batch.forget, self.layer, reference=True)
+        return adaptive_rmu_loss(z, z_ref, u, self.beta, seq.counted, seq.step_tokens)
+
+    def state_dict(self) -> dict:
+        return {"scales": {str(k): v for k, v in self.scales.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scales = {int(k): float(v) for k, v in state.get("scales", {}).items()}
 
 
 class RSV(_RepresentationMisdirection):
@@ -108,4 +138,4 @@ class RSV(_RepresentationMisdirection):
         z = passes.hidden(batch.forget, self.layer)
         z_ref = passes.hidden(batch.forget, self.layer, reference=True)
         eps, seq = self.eps[batch.corpus].to(z.device), batch.forget
-        return rsv_loss(z, z_ref, eps, self.coeff, seq.attention_mask, seq.step_tokens)
+        return rsv_loss(z, z_ref, eps, self.coeff, seq.counted, seq.step_tokens)

@@ -89,33 +89,52 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and has_checkpoint(path)
 
 
-def quantization_config(load_in: str | None, device: torch.device, keep: list[str] | None = None):
-    """bitsandbytes 8-bit/4-bit loading (CUDA only), for evaluation and the demo. Modules in
-    `keep` stay unquantized (a run's trained tensors, so that its delta can be applied)."""
+def _quiet_int8_cast(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
+
+
+QUANT_TYPES = ("nf4", "fp4")  # bitsandbytes' 4-bit data types (NF4: QLoRA's normal float)
+QUANT_INSTALL = "pip install 'rnacli[quant]'"
+
+
+def require_bitsandbytes(what: str) -> None:
+    """Import bitsandbytes, or one RnacliError line naming `what` needs it and the install."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise RnacliError(f"{what} needs bitsandbytes: {QUANT_INSTALL}") from None
+
+
+def quantization_config(
+    load_in: str | None,
+    device: torch.device,
+    keep: list[str] | None = None,
+    quant_type: str = "nf4",
+):
+    """bitsandbytes 8-bit (LLM.int8) or 4-bit (NF4 or FP4, `quant_type`) weights, for
+    evaluation and the demo, on CUDA or the CPU (bitsandbytes >= 0.48 has CPU kernels).
+    Modules in `keep` stay unquantized (a run's trained tensors, so that its delta can be
+    applied), and so does the LM head. 4-bit layers compute in bf16 on CUDA, fp32 on the CPU
+    (where bf16 matmuls are slow). Raises RnacliError for another value or a missing
+    bitsandbytes."""
     if load_in is None:
         return None
     if load_in not in ("8bit", "4bit"):
         raise RnacliError(f"load_in = '{load_in}': expected 8bit or 4bit")
-    if device.type != "cuda":
-        raise RnacliError(
-            f"load_in = '{load_in}' needs a CUDA GPU (bitsandbytes quantized "
-            f"weights); this run is on {device.type}: leave it unset"
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise RnacliError(
-            f"load_in = '{load_in}' needs bitsandbytes: pip install 'rnacli[gpu]'"
-        ) from None
+    if quant_type not in QUANT_TYPES:
+        raise RnacliError(f"4-bit type '{quant_type}': expected {' or '.join(QUANT_TYPES)}")
+    require_bitsandbytes(f"load_in = '{load_in}'")
     from transformers import BitsAndBytesConfig
 
+    # LLM.int8 casts fp32 inputs to fp16 and logs it at every matmul: said once, in the docs
+    logging.getLogger("bitsandbytes.autograd._functions").addFilter(_quiet_int8_cast)
     skip = ["lm_head", *(keep or [])]
     if load_in == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+        bnb_4bit_quant_type=quant_type,
         llm_int8_skip_modules=skip,
     )
 
@@ -128,17 +147,24 @@ def load_model(
     trust_remote_code: bool = False,
     load_in: str | None = None,
     keep_unquantized: list[str] | None = None,
+    quant_type: str = "nf4",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) in eval mode on `device`; the tokenizer always has a pad token.
-    `load_in` = 8bit/4bit quantizes the weights with bitsandbytes (CUDA only). A model whose
-    weights hold NaN or infinite values is refused (one line naming the tensor)."""
+    `load_in` = 8bit/4bit quantizes the weights with bitsandbytes (`quant_type` nf4 or fp4
+    for 4 bits; CUDA or the CPU). A model whose weights hold NaN or infinite values is
+    refused (one line naming the tensor)."""
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    quantization = quantization_config(load_in, dev, keep_unquantized)
+    quantization = quantization_config(load_in, dev, keep_unquantized, quant_type)
     path = Path(spec).expanduser()
     if path.is_dir() and is_run_dir(path):
         return load_run_model(
-            path, dtype=dtype, device=device, trust_remote_code=trust_remote_code, load_in=load_in
+            path,
+            dtype=dtype,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            load_in=load_in,
+            quant_type=quant_type,
         )
     folder = model_source(spec)
     model, tokenizer = _from_pretrained(
@@ -351,6 +377,7 @@ def load_run_model(
     device: str = "auto",
     trust_remote_code: bool = False,
     load_in: str | None = None,
+    quant_type: str = "nf4",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The base model with the run's delta applied, after checking the base against the run's
     fingerprint and the delta for finite values (the trained modules stay unquantized when
@@ -364,6 +391,7 @@ def load_run_model(
         trust_remote_code=trust_remote_code,
         load_in=load_in,
         keep_unquantized=[n.rsplit(".", 1)[0] for n in meta["tensors"]],
+        quant_type=quant_type,
     )
     fingerprint = base_fingerprint(base, model) if "base_fingerprint" in meta else None
     apply_delta(model, run_dir, meta, base, fingerprint)

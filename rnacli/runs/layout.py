@@ -8,6 +8,7 @@
     RUN/checkpoint/     the trained tensors' delta, optimizer, masters (`rnacli.runs.checkpoint`)
     RUN/eval.json       `rnacli eval`'s results (`rnacli.evaluate.results`)
     RUN/full/           `rnacli export`'s complete model
+    RUN/attacks/NAME/   `rnacli attack`'s relearning and quantization attacks (`rnacli.attacks`)
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from rnacli.runs.outputs import names
 log = logging.getLogger(__name__)
 
 RECIPE_TOML, RECIPE_JSON, ENV, METRICS = "recipe.toml", "recipe.json", "env.json", "metrics.jsonl"
-EVAL, FULL, CHECKPOINT = "eval.json", "full", "checkpoint"
+EVAL, FULL, CHECKPOINT, ATTACKS = "eval.json", "full", "checkpoint", "attacks"
 # Files that atomic writes replace (their temporary siblings are ours to clean).
 RUN_FILES = (RECIPE_TOML, RECIPE_JSON, ENV, METRICS, EVAL)
 # A folder holding only these is a run, to resume or to start in.
-RUN_FOLDER = names(*RUN_FILES, CHECKPOINT, FULL)
+RUN_FOLDER = names(*RUN_FILES, CHECKPOINT, FULL, ATTACKS)
 
 
 def git_commit() -> str | None:

@@ -194,6 +194,14 @@ class UnlearningRecipe:
             checkpoint_head=cfg.checkpoint_head,
         )
         self.autocast = precision_autocast(use_autocast(cfg.autocast, self.device), self.device)
+        m = self.recipe.method
+        if m.name == "dpo" and m.dpo_reference == "authors" and self.main:
+            console.print(
+                "method.dpo_reference = 'authors': the refusal terms cancel, so this DPO is NPO "
+                "on the forget text (the authors' code; docs/authors-code.md)",
+                style="yellow",
+                markup=False,
+            )
 
     def setup_rna(self) -> None:
         """RNA's layers and variance, measured before a resumed run's weights load."""
@@ -229,6 +237,8 @@ class UnlearningRecipe:
             self.master.restore(load_masters(self.run_dir))
             if (state := load_optimizer_state(self.run_dir)) is not None:
                 self.optimizer.load_state_dict(state)
+            if hasattr(self.method, "load_state_dict"):  # e.g. Adaptive RMU's fixed scales
+                self.method.load_state_dict(read_meta(self.run_dir).get("method_state", {}))
             log.info("resuming %s from step %d", self.run_dir, self.start_step)
         self.last_saved = self.start_step
         if self.main and self.run_dir is not None:
@@ -345,6 +355,11 @@ class UnlearningRecipe:
                     "method": recipe.method.label,
                     "rna": recipe.rna.enabled,
                     "steps_total": self.cfg.steps,
+                    **(
+                        {"method_state": self.method.state_dict()}
+                        if hasattr(self.method, "state_dict")
+                        else {}
+                    ),
                 },
             )
         if self.accelerator is not None:

@@ -27,7 +27,7 @@ class RNASetup:
 
     def describe(self) -> str:
         per_layer = ", ".join(
-            f"layer {i}: variance {v:.4g}"
+            f"layer {i}: variance {v:.4g} (std {v**0.5:.4g})"
             + (f" (scale {self.activation_scale[i]:.4g})" if self.activation_scale else "")
             for i, v in self.variance.items()
         )
@@ -47,15 +47,17 @@ class RNASetup:
 
 
 def rna_setup(recipe: Recipe, layers: list[int], passes: Passes, data: TrainingData):
-    """The noise variance per layer: nu itself, or (scale = "relative") nu times the layer's
-    activation scale, the median over tokens of the per-token mean of z^2 of the reference
-    model on the run's first retain batches (the same batches in every process and on resume,
-    the reference's weights: so the same number)."""
+    """The noise variance per layer: nu's variance itself (nu, or nu^2 where `rna.nu_is =
+    "std"`), or (scale = "relative") that times the layer's activation scale, the median over
+    tokens of the per-token mean of z^2 of the reference model on the run's first retain
+    batches (the same batches in every process and on resume, the reference's weights: so the
+    same number). With nu as a std and the relative scale, the std is nu x the layer's RMS."""
     cfg = recipe.rna
     if not cfg.enabled:
         return None
+    nu_variance = cfg.noise_scale**2 if cfg.nu_is == "std" else cfg.noise_scale
     if cfg.scale == "absolute":
-        return RNASetup(layers, cfg.side, dict.fromkeys(layers, cfg.noise_scale))
+        return RNASetup(layers, cfg.side, dict.fromkeys(layers, nu_variance))
     device = next(passes.model.parameters()).device
     seqs = [seq.to(device) for seq in data.first_retain_batches(SCALE_BATCHES)]
     scales = {}
@@ -67,7 +69,7 @@ def rna_setup(recipe: Recipe, layers: list[int], passes: Passes, data: TrainingD
                     for seq in seqs
                 ]
             )
-    variance = {i: cfg.noise_scale * scales[i] for i in layers}
+    variance = {i: nu_variance * scales[i] for i in layers}
     return RNASetup(layers, cfg.side, variance, scales)
 
 

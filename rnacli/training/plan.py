@@ -304,8 +304,9 @@ def step_passes(recipe: Recipe, forget_length: int) -> list[Pass]:
         passes.append(Pass("refusal, reference", b, win, False))
     if spec.reference_forget_pass:
         passes.append(Pass("forget, reference", b, forget_length, False))
-    passes.append(Pass("retain", b, recipe.data.retain_max_length, True))
-    passes.append(Pass("retain, reference", b, recipe.data.retain_max_length, False))
+    retain = max(recipe.data.retain_length(k) for k in range(len(recipe.data.forget)))
+    passes.append(Pass("retain", b, retain, True))
+    passes.append(Pass("retain, reference", b, retain, False))
     return passes
 
 
@@ -375,11 +376,6 @@ def estimate(
     """Peak bytes per device of one training step (the worst forget corpus), part by part."""
     if strategy not in STRATEGIES:
         raise RnacliError(f"strategy '{strategy}': expected one of {', '.join(STRATEGIES)}")
-    if recipe.train.optimizer == "adamw8bit" and device != "cuda":
-        raise RnacliError(
-            "train.optimizer = 'adamw8bit' needs a CUDA GPU (bitsandbytes' 8-bit AdamW); "
-            "this plan is for the CPU: use 'adamw'"
-        )
     s = _setting(recipe, device)
     trainable = trainable_names(arch, recipe)
     n_train = sum(_numel(arch.shapes[n]) for n in trainable)
@@ -568,6 +564,41 @@ def _activation_parts(
     ]
 
 
+# -- evaluation with quantized weights (--load-in) ---------------------------------------
+
+# Bytes per value of a bitsandbytes-quantized linear weight: LLM.int8 keeps one int8 per value
+# and one fp32 scale per output row; NF4/FP4 keep half a byte per value and one fp32 absmax
+# per block of 64 values (no double quantization).
+QUANT_BLOCK = 64
+
+
+def quantized_weight_bytes(arch: Arch, weight: int) -> dict[str, int]:
+    """The model's weight bytes for evaluation: unquantized (`weight` bytes a value), and with
+    `--load-in 8bit` / `4bit`, where bitsandbytes replaces the decoder layers' linear weights
+    and keeps the embeddings, the LM head, norms and biases at `weight` bytes."""
+    linear = {
+        n: _numel(shape)
+        for n, shape in arch.shapes.items()
+        if ".layers." in n and len(shape) == 2 and n.endswith(".weight")
+    }
+    rows = sum(arch.shapes[n][0] for n in linear)
+    values = sum(linear.values())
+    kept = (arch.params - values) * weight
+    return {
+        "full": arch.params * weight,
+        "8bit": kept + values + 4 * rows,
+        "4bit": kept + values // 2 + 4 * -(-values // QUANT_BLOCK),
+    }
+
+
+def _evaluation_note(arch: Arch, s: Setting) -> str:
+    sizes = quantized_weight_bytes(arch, s.weight)
+    return (
+        f"evaluation weights (rnacli eval --load-in, rnacli attack quantize): {s.dtype} "
+        f"{human(sizes['full'])}, 8bit {human(sizes['8bit'])}, 4bit {human(sizes['4bit'])}"
+    )
+
+
 # -- plan: recipe + config + device -> a verdict -------------------------------------------
 
 
@@ -661,7 +692,11 @@ def _verdict(
         "peak_phase": est["peak_phase"],
         "capacity_bytes": capacity,
         "fits": None if capacity is None else peak <= capacity,
-        "notes": _notes(recipe, device, gpus, strategy, est["dtype"]),
+        "notes": [
+            *_notes(recipe, device, gpus, strategy, est["dtype"]),
+            _evaluation_note(arch, _setting(recipe, device)),
+        ],
+        "evaluation_weight_bytes": quantized_weight_bytes(arch, _setting(recipe, device).weight),
     }
 
 
@@ -675,13 +710,12 @@ def _alternatives(
     strategy: str,
 ) -> list[dict[str, Any]]:
     """Settings that would make the step fit, cheapest first (each estimated the same way)."""
-    tries = [["train.gradient_checkpointing=true"]]
-    if device == "cuda":
-        tries = [
-            ["train.optimizer=adamw8bit"],
-            *tries,
-            ["train.optimizer=adamw8bit", "train.gradient_checkpointing=true"],
-        ]
+    # bitsandbytes' 8-bit AdamW steps on CUDA and on the CPU alike
+    tries = [
+        ["train.optimizer=adamw8bit"],
+        ["train.gradient_checkpointing=true"],
+        ["train.optimizer=adamw8bit", "train.gradient_checkpointing=true"],
+    ]
     recipe = load_recipe(recipe_path, overrides)
     batch = recipe.data.batch_size
     while batch > 1:
@@ -708,7 +742,7 @@ def _alternatives(
 
 def _notes(recipe: Recipe, device: str, gpus: int, strategy: str, dtype: str) -> list[str]:
     notes = []
-    if device == "cuda" and recipe.train.optimizer == "adamw":
+    if recipe.train.optimizer == "adamw":
         notes.append(
             f"AdamW keeps its two states in the parameters' dtype ({dtype}); 8-bit AdamW "
             "(--set train.optimizer=adamw8bit) takes 1 byte each"

@@ -14,8 +14,8 @@ from rnacli.data.batches import TrainingData, sample_indices
 from rnacli.data.records import Document, document_text
 from rnacli.errors import RnacliError
 from rnacli.methods.registry import method_spec
-from rnacli.models.loading import load_model, resolve_dtype
-from rnacli.recipe import Recipe
+from rnacli.models.loading import load_model, require_bitsandbytes, resolve_dtype
+from rnacli.recipe import DataConfig, Recipe
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,22 @@ def select_trainable(
     return chosen
 
 
+def _cut(doc: Document, max_chars: int | None) -> Document:
+    """The document's first max_chars characters (of the completion, for a pair)."""
+    if max_chars is None:
+        return doc
+    if isinstance(doc, str):
+        return doc[:max_chars]
+    prompt, completion = doc
+    return prompt, completion[: max(1, max_chars - len(prompt))]
+
+
 def _documents(
-    source: str, key: str, min_chars: int, max_samples: int | None, seed: int
+    source: str, key: str, d: DataConfig, max_samples: int | None, seed: int
 ) -> list[Document]:
-    docs = [d for d in load_corpus(source) if len(document_text(d)) >= min_chars]
+    min_chars = d.min_chars
+    docs = [_cut(doc, d.max_chars) for doc in load_corpus(source)]
+    docs = [doc for doc in docs if len(document_text(doc)) >= min_chars]
     if not docs:
         raise RnacliError(
             f"{key} '{source}': no documents of at least {min_chars} characters (data.min_chars)"
@@ -62,10 +74,10 @@ def _documents(
 def training_data(recipe: Recipe, tokenizer, rank: int = 0, world_size: int = 1) -> TrainingData:
     d, seed = recipe.data, recipe.train.seed
     forget = [
-        _documents(src, f"data.forget[{k}]", d.min_chars, d.max_samples, seed)
+        _documents(src, f"data.forget[{k}]", d, d.max_samples, seed)
         for k, src in enumerate(d.forget)
     ]
-    retain = _documents(d.retain, "data.retain", d.min_chars, None, seed)
+    retain = _documents(d.retain, "data.retain", d, None, seed)
     refusals = load_corpus(d.refusal) if method_spec(recipe.method.name).refusals else None
     return TrainingData(
         tokenizer=tokenizer,
@@ -73,13 +85,14 @@ def training_data(recipe: Recipe, tokenizer, rank: int = 0, world_size: int = 1)
         forget_names=list(d.forget),
         forget_max_length=list(d.forget_max_length),
         retain=retain,
-        retain_max_length=d.retain_max_length,
+        retain_max_length=[d.retain_length(k) for k in range(len(d.forget))],
         batch_size=d.batch_size,
         seed=seed,
         refusals=refusals,
         prompt_tokens=recipe.method.prompt_tokens,
         grad_accum=recipe.train.grad_accum,
         refusal_per_row=recipe.train.accumulation == "exact",
+        all_positions=recipe.method.mean_over == "all-positions",
         rank=rank,
         world_size=world_size,
     )
@@ -88,19 +101,16 @@ def training_data(recipe: Recipe, tokenizer, rank: int = 0, world_size: int = 1)
 def make_optimizer(
     recipe: Recipe, params: list[nn.Parameter], device: torch.device
 ) -> torch.optim.Optimizer:
+    """AdamW over `params` at the recipe's lr and weight decay: torch's, or bitsandbytes'
+    8-bit AdamW (`train.optimizer = "adamw8bit"`: 1-byte states with block-wise absmax, on
+    CUDA or the CPU; tensors under 4,096 values keep 32-bit states). Raises RnacliError when
+    bitsandbytes is missing. `device` is where the states live (bitsandbytes follows the
+    parameters)."""
     cfg = recipe.train
     if cfg.optimizer == "adamw8bit":
-        if device.type != "cuda":
-            raise RnacliError(
-                "train.optimizer = 'adamw8bit' needs a CUDA GPU (bitsandbytes' "
-                "8-bit AdamW); this run is on the CPU: use 'adamw'"
-            )
-        try:
-            import bitsandbytes as bnb
-        except ImportError:
-            raise RnacliError(
-                "train.optimizer = 'adamw8bit' needs bitsandbytes: pip install 'rnacli[gpu]'"
-            ) from None
+        require_bitsandbytes("train.optimizer = 'adamw8bit'")
+        import bitsandbytes as bnb
+
         return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 

@@ -46,7 +46,7 @@ def set_step_totals(
     for batch in batches:
         for i, role in enumerate(roles):
             if (seq := getattr(batch, role)) is not None:
-                counts[i, 0] += float(seq.attention_mask.sum())
+                counts[i, 0] += float(seq.counted.sum())
                 counts[i, 1] += seq.input_ids.shape[0]
     if all_reduce is not None:
         counts = all_reduce(counts)
