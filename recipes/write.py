@@ -1,11 +1,13 @@
 """Write every recipe of recipes/ from the tables below: one place for the hyperparameters, so
-the 55 files cannot drift apart (tests/test_recipe.py checks that they are what this writes).
+the 77 files cannot drift apart (tests/test_recipe.py checks that they are what this writes).
 
     python recipes/write.py           # rewrite recipes/*.toml, recipes/tiny/, recipes/world/
     python recipes/write.py --check   # exit 1, naming the files that differ
 
-Three families, each method x {plain, rna}:
-- recipes/*.toml: the paper's setting (Zephyr-7B-beta, WMDP, Appendix A.4);
+Four families, each method x {plain, rna}:
+- recipes/*.toml: the authors' runs (Zephyr-7B-beta, WMDP): what their scripts compute
+  (scripts/rm/*.sh, scripts/po/*.sh of huutiendang/llmu-robustness; docs/authors-code.md);
+- recipes/paper-equations/: the same setting as the paper's equations and Appendix A.4 write it;
 - recipes/tiny/: the same on the embedded SmolLM2-135M and MMLU-made corpora (plumbing);
 - recipes/world/: the fictional world (`rnacli world build`), chosen with `rnacli sweep`.
 """
@@ -28,7 +30,7 @@ class Paper(NamedTuple):
     method: str
     retain_loss: str | None
     alphas: tuple[int, int]  # (bio, cyber)
-    nu: float  # the paper's best noise scale
+    nu: float  # the paper's best noise scale (a standard deviation in the authors' code)
 
 
 PAPER = {
@@ -42,6 +44,29 @@ PAPER = {
     "simnpo_kl": Paper("simnpo", "kl", (20, 50), 0.014),
     "simnpo_mse": Paper("simnpo", "mse", (5, 10), 0.018),
 }
+
+
+class Script(NamedTuple):
+    """What an authors' script runs where it departs from the paper's text (docs/authors-code.md
+    'Per script'): its file, steps, lr, (bio, cyber) alphas where they differ."""
+
+    file: str
+    steps: int
+    lr: str
+    alphas: tuple[int, int] | None = None
+
+
+SCRIPTS = {
+    "rmu": Script("scripts/rm/rmu.sh", 500, "5e-5"),
+    "adaptive_rmu": Script("scripts/rm/adaptive_rmu.sh", 500, "5e-5"),
+    "rsv": Script("scripts/rm/rsv.sh", 500, "5e-5"),
+    "npo": Script("scripts/po/npo.sh", 150, "2e-5"),
+    "simnpo": Script("scripts/po/simnpo.sh", 50, "2e-5"),
+    "simnpo_mse": Script("scripts/po/simnpo.sh", 50, "2e-5", (10, 5)),
+    "dpo": Script("scripts/po/dpo.sh", 500, "5e-5"),
+}
+
+
 BIO = "virology+college_biology+high_school_biology+medical_genetics"
 CYBER = "computer_security+college_computer_science"
 
@@ -111,25 +136,18 @@ def _rna_lines(
 
 
 def paper(key: str, rna: bool) -> str:
+    """The paper's setting as its equations and Appendix A.4 write it."""
     p = PAPER[key]
     name = method_label(p.method, p.retain_loss)
-    lines = [
-        f"# {name}{' with RNA' if rna else ''}: the paper's setting for Zephyr-7B-beta "
-        "(Appendix A.4).",
+    head = [
+        f"# {name}{' with RNA' if rna else ''}: the paper's equations and Appendix A.4 for "
+        "Zephyr-7B-beta (README: which set to use).",
         "# Needs a GPU (bf16) and the WMDP forget corpora (gated on the Hub, or in "
         "$RNACLI_DATA_DIR/wmdp/).",
-        f'description = "{name}{" + RNA" if rna else ""}, Zephyr-7B-beta, WMDP bio + cyber"',
-        "",
-        "[model]",
-        'name = "HuggingFaceH4/zephyr-7b-beta"',
-        "",
-        "[data]",
-        'forget = ["wmdp-bio-forget", "wmdp-cyber-forget"]',
-        "forget_max_length = [512, 768]",
-        'retain = "wikitext"',
-        "retain_max_length = 512",
-        "batch_size = 4",
+        f'description = "{name}{" + RNA" if rna else ""}, Zephyr-7B-beta, WMDP bio + cyber, '
+        "the paper's equations\"",
     ]
+    lines = head + _zephyr_data(512)
     lines += _method_lines(p.method, p.retain_loss)
     lines += ["layer = 7", f"alpha = [{p.alphas[0]:.1f}, {p.alphas[1]:.1f}]  # (bio, cyber)"]
     spec = method_spec(p.method)
@@ -138,15 +156,110 @@ def paper(key: str, rna: bool) -> str:
     if spec.uses_gamma:
         lines.append("gamma = 0.0")
     lines += _rna_lines(rna, p.nu, 7, f"  # the paper's best nu for {name}")
+    lines += ["", "[train]", "steps = 500", "lr = 5e-5"]
+    lines += _zephyr_train(p.retain_loss)
+    return "\n".join(lines) + "\n"
+
+
+def authors(key: str, rna: bool) -> str:
+    """The authors' script for `key`, computed as their code computes it."""
+    p = PAPER[key]
+    s = SCRIPTS.get(key, SCRIPTS[p.method])
+    name = method_label(p.method, p.retain_loss)
+    alphas = s.alphas or p.alphas
+    differs = []
+    if s.alphas:
+        differs.append(
+            f"alpha ({alphas[0]}, {alphas[1]}) where the paper's text says "
+            f"({p.alphas[0]}, {p.alphas[1]})"
+        )
+    if p.method == "dpo":
+        differs.append("DPO's reference bug: this is NPO (dpo_kl_corrected.toml fixes it)")
+    note = (
+        f"# The script departs from the paper: {'; '.join(differs)}."
+        if differs
+        else ("# Where it departs from the paper's equations: docs/authors-code.md.")
+    )
+    head = [
+        f"# {name}{' with RNA' if rna else ''}: the authors' run, as {s.file} of "
+        "huutiendang/llmu-robustness computes it.",
+        note,
+        f'description = "{name}{" + RNA" if rna else ""}, Zephyr-7B-beta, WMDP bio + cyber, '
+        f"the authors' code ({s.file})\"",
+    ]
+    rm = p.retain_loss is None
+    retain = "512" if p.method in ("rmu", "adaptive_rmu") else "[512, 768]"
+    lines = head + _zephyr_data(retain, min_chars=5 if rm else 1)
+    if p.method == "rsv":
+        lines.append("max_chars = 2000  # RSV's loader cuts every text")
+    lines += _method_lines(p.method, p.retain_loss)
+    lines += ["layer = 7", f"alpha = [{alphas[0]:.1f}, {alphas[1]:.1f}]  # (bio, cyber)"]
+    lines += _authors_method(p.method, p.retain_loss)
+    lines += _rna_lines(rna, p.nu, 7, f"  # the paper's best nu for {name}")
+    if rna:
+        lines.append('nu_is = "std"  # randn * nu')
+    lines += ["", "[train]", f"steps = {s.steps}", f"lr = {s.lr}", "seed = 42"]
     lines += [
+        "weight_decay = 0.0  # transformers.AdamW's defaults",
+        "adam_eps = 1e-6",
+        "master_weights = false  # bf16 weights stepped in bf16",
+        "autocast = false",
+    ]
+    lines += _zephyr_train(p.retain_loss)
+    return "\n".join(lines) + "\n"
+
+
+def dpo_corrected(key: str, rna: bool) -> str:
+    """The authors' DPO with its reference log-ratio fixed: their every other choice kept."""
+    text = authors(key, rna)
+    old = 'dpo_reference = "authors"  # the refusal terms cancel: NPO'
+    fixed = 'dpo_reference = "paper"  # fixed: the reference model\'s refusal term'
+    first = "# The script departs from the paper: "
+    text = text.replace(old, fixed).replace(
+        first + "DPO's reference bug: this is NPO (dpo_kl_corrected.toml fixes it).",
+        "# The authors' DPO with its reference bug fixed (docs/authors-code.md#dpo-confirmed).",
+    )
+    return text.replace("the authors' code (", "the authors' code, DPO fixed (")
+
+
+def _authors_method(method: str, retain_loss: str | None) -> list[str]:
+    lines = ['mean_over = "all-positions"  # F.mse_loss / kl_div batchmean / HF loss: pads too']
+    spec = method_spec(method)
+    if method == "adaptive_rmu":
+        lines += ["beta = 3.0", 'adaptive_scale = "first-batch"']
+    elif spec.coefficient == "steering_coeff":
+        lines.append(f"steering_coeff = {spec.default}")
+    else:
+        lines += [f"beta = {spec.default}", 'nll = "pooled-mean"  # model(labels=input_ids).loss']
+    if method == "dpo":
+        lines.append('dpo_reference = "authors"  # the refusal terms cancel: NPO')
+    return lines
+
+
+def _zephyr_data(retain: int | str, min_chars: int | None = None) -> list[str]:
+    lines = [
         "",
-        "[train]",
-        "steps = 500",
-        "lr = 5e-5",
+        "[model]",
+        'name = "HuggingFaceH4/zephyr-7b-beta"',
+        "",
+        "[data]",
+        'forget = ["wmdp-bio-forget", "wmdp-cyber-forget"]',
+        "forget_max_length = [512, 768]",
+        'retain = "wikitext"',
+        f"retain_max_length = {retain}",
+        "batch_size = 4",
+    ]
+    if min_chars is not None:
+        lines.append(f"min_chars = {min_chars}  # the scripts keep every text of this length")
+    return lines
+
+
+def _zephyr_train(retain_loss: str | None) -> list[str]:
+    lines = [
         "# trainable: mlp.down_proj of layers 5, 6, 7 (the default for layer = 7)",
         "checkpoint_every = 50",
     ]
-    if p.retain_loss:  # PO methods run every layer: keep only layer inputs for the backward
+    if retain_loss:  # PO methods run every layer: keep only layer inputs for the backward
         lines.append(
             "gradient_checkpointing = true  # fits one 24 GB GPU (rnacli plan); ~1/3 more compute"
         )
@@ -157,7 +270,7 @@ def paper(key: str, rna: bool) -> str:
         '"mmlu:computer_security", "perturbed-mmlu"]',
         'keywords = ["SARS-CoV-2"]',
     ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def tiny(key: str, rna: bool) -> str:
@@ -272,10 +385,19 @@ def world(key: str, rna: bool, reference: bool = False) -> str:
 def recipes() -> dict[Path, str]:
     """Every recipe file (path relative to recipes/) and its text."""
     out = {}
-    for folder, write, keys in (("", paper, PAPER), ("tiny", tiny, PAPER), ("world", world, WORLD)):
+    families = (
+        ("", authors, PAPER),
+        ("paper-equations", paper, PAPER),
+        ("tiny", tiny, PAPER),
+        ("world", world, WORLD),
+    )
+    for folder, write, keys in families:
         for key in keys:
             for rna in (False, True):
                 out[Path(folder) / f"{key}{'_rna' if rna else ''}.toml"] = write(key, rna)
+    for key in ("dpo_kl", "dpo_mse"):
+        for rna in (False, True):
+            out[Path(f"{key}_corrected{'_rna' if rna else ''}.toml")] = dpo_corrected(key, rna)
     for key, w in WORLD.items():
         if w.side != "reference":
             out[Path("world") / f"{key}_rna_reference.toml"] = world(key, True, reference=True)

@@ -496,3 +496,74 @@ def recipe_keys() -> list[tuple[str, str, str, str]]:
                 (f"{section}.{key}", _type_name(sub.annotation), default, sub.description or "")
             )
     return rows
+
+
+# Keys whose values name a computation of the authors' code (docs/authors-code.md), and how a
+# recipe list shows them.
+AUTHORS_FORMS = {
+    ("method", "nll", "pooled-mean"): "pooled NLL",
+    ("method", "mean_over", "all-positions"): "pads counted",
+    ("method", "dpo_reference", "authors"): "DPO as NPO",
+    ("method", "adaptive_scale", "first-batch"): "first-batch scale",
+    ("rna", "nu_is", "std"): "nu=std",
+}
+
+
+def forms(recipe: Recipe) -> str:
+    """Which computation the recipe asks for: "equations", or the authors' forms it names."""
+    named = [
+        label
+        for (section, key, value), label in AUTHORS_FORMS.items()
+        if getattr(getattr(recipe, section), key) == value
+    ]
+    return "authors: " + ", ".join(named) if named else "equations"
+
+
+def _rna_cell(r: Recipe) -> str:
+    if not r.rna.enabled:
+        return "-"
+    what = "std" if r.rna.nu_is == "std" else "var"
+    scale = " x scale" if r.rna.scale == "relative" else ""
+    side = ", model side" if r.rna.side == "model" else ""
+    return f"nu={r.rna.noise_scale:g} ({what}){scale} @ {r.rna.layers or r.method.layer}{side}"
+
+
+def recipes_tables(folder: Path) -> list[Any]:
+    """Rich tables of the recipes under `folder`, one per sub-folder (its model in the title
+    where all its recipes share one): method, RNA, steps, lr, the forms they compute."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    files = sorted(folder.rglob("*.toml"))
+    if not files:
+        raise RnacliError(f"{folder}: no recipes (*.toml)")
+    groups: dict[Path, list[Recipe]] = {}
+    for path in files:
+        groups.setdefault(path.parent, []).append(load_recipe(path))
+    tables = []
+    for parent, recipes in groups.items():
+        models = {r.model.name for r in recipes}
+        shared = f" (model: {next(iter(models))})" if len(models) == 1 else ""
+        table = Table(title=escape(f"{parent}/{shared}"), title_justify="left")
+        cols = ["recipe", "method", "RNA", "steps", "lr", "forms"] + ([] if shared else ["model"])
+        for col in cols:
+            table.add_column(col)
+        for r in recipes:
+            row = [Path(r.source).name, r.method.label, _rna_cell(r), str(r.train.steps)]
+            row += [f"{r.train.lr:g}", forms(r)] + ([] if shared else [r.model.name])
+            table.add_row(*map(escape, row))
+        tables.append(table)
+    return tables
+
+
+def keys_table() -> Any:
+    """A rich table of every recipe key: type, default, description (`recipe_keys`)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="Recipe keys", title_justify="left")
+    for col in ("key", "type", "default", "description"):
+        table.add_column(col, overflow="fold")
+    for row in recipe_keys():
+        table.add_row(*map(escape, row))
+    return table

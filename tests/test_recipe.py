@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from rnacli.errors import RnacliError
-from rnacli.recipe import load_recipe, parse_override, to_toml
+from rnacli.recipe import forms, load_recipe, parse_override, recipe_keys, to_toml
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -117,28 +117,52 @@ def test_resolved_recipe_round_trips_through_toml(tmp_path):
 
 
 def test_every_shipped_recipe_is_valid_and_paired():
-    paper = sorted(RECIPES.glob("*.toml"))
+    authors = sorted(RECIPES.glob("*.toml"))
+    paper = sorted((RECIPES / "paper-equations").glob("*.toml"))
     tiny = sorted((RECIPES / "tiny").glob("*.toml"))
-    assert len(paper) == 18 and len(tiny) == 18
-    for path in paper + tiny:
+    # the authors' 18, with the corrected twins of their DPO (KL and MSE, plain and RNA)
+    assert len(authors) == 22 and len(paper) == 18 and len(tiny) == 18
+    for path in authors + paper + tiny:
         r = load_recipe(path)
         twin = path.with_name(path.stem.removesuffix("_rna") + ".toml")
         assert twin.exists()
         assert r.rna.enabled == path.stem.endswith("_rna")
-    zephyr = load_recipe(RECIPES / "dpo_mse_rna.toml")
+    zephyr = load_recipe(RECIPES / "paper-equations" / "dpo_mse_rna.toml")
     assert zephyr.model.name == "HuggingFaceH4/zephyr-7b-beta"
     assert zephyr.alphas == [5.0, 20.0] and zephyr.rna.noise_scale == 0.02
+    assert zephyr.rna.nu_is == "variance" and forms(zephyr) == "equations"
     assert load_recipe(RECIPES / "rmu_rna.toml").rna.noise_scale == 0.03
 
 
+def test_the_authors_recipes_are_their_scripts():
+    """Steps, lr, alphas, nu as a std, the loss forms and filters of scripts/{rm,po}/*.sh
+    (docs/authors-code.md, 'Per script')."""
+    npo = load_recipe(RECIPES / "npo_kl_rna.toml")
+    assert (npo.train.steps, npo.train.lr, npo.rna.noise_scale) == (150, 2e-5, 0.014)
+    assert npo.rna.nu_is == "std" and npo.method.nll == "pooled-mean"
+    assert npo.method.mean_over == "all-positions" and npo.data.min_chars == 1
+    assert npo.data.retain_max_length == [512, 768]
+    assert (npo.train.weight_decay, npo.train.adam_eps, npo.train.seed) == (0.0, 1e-6, 42)
+    simnpo = load_recipe(RECIPES / "simnpo_mse.toml")
+    assert (simnpo.train.steps, simnpo.train.lr, simnpo.alphas) == (50, 2e-5, [10.0, 5.0])
+    dpo, fixed = (load_recipe(RECIPES / f) for f in ("dpo_kl.toml", "dpo_kl_corrected.toml"))
+    assert dpo.method.dpo_reference == "authors" and fixed.method.dpo_reference == "paper"
+    assert (dpo.train.steps, dpo.train.lr) == (500, 5e-5)
+    rsv = load_recipe(RECIPES / "rsv.toml")
+    assert rsv.data.max_chars == 2000 and rsv.data.min_chars == 5
+    arm = load_recipe(RECIPES / "adaptive_rmu.toml")
+    assert arm.method.adaptive_scale == "first-batch" and arm.data.retain_max_length == 512
+    assert forms(npo) == "authors: pooled NLL, pads counted, nu=std"
+
+
 def test_recipe_files_are_what_recipes_write_py_writes():
-    # The 55 recipes come from one table (recipes/write.py); a hand edit of one file would
+    # The 77 recipes come from one table (recipes/write.py); a hand edit of one file would
     # let a method's plain and RNA twins, or the three families, drift apart unnoticed.
     spec = importlib.util.spec_from_file_location("write_recipes", RECIPES / "write.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     expected = module.recipes()
-    assert len(expected) == 55
+    assert len(expected) == 77
     shipped = {
         p.relative_to(RECIPES) for p in RECIPES.rglob("*.toml") if "accelerate" not in p.parts
     }
@@ -157,7 +181,26 @@ def test_recipes_command_shows_where_the_noise_goes():
 
     result = CliRunner().invoke(app, ["recipes"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    lines = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
-    assert "nu=0.3x scale @ 7, model side" in lines["world/rmu_rna.toml"]
-    assert "nu=16 @ 8" in lines["world/rmu_rna_reference.toml"]
+    lines, folder = {}, ""
+    for line in result.output.splitlines():
+        if line.startswith("recipes/"):  # a table's title: its folder
+            folder = line.split()[0].removeprefix("recipes/")
+        elif "│" in line:
+            lines[folder + line.split("│")[1].strip()] = line
+    assert "nu=0.3 (var) x scale @ 7, model side" in lines["world/rmu_rna.toml"]
+    assert "nu=16 (var) @ 8" in lines["world/rmu_rna_reference.toml"]
     assert "model side" not in lines["world/rmu_rna_reference.toml"]
+    assert "authors: pooled NLL" in lines["npo_kl_rna.toml"]
+    assert "equations" in lines["paper-equations/npo_kl_rna.toml"]
+
+
+def test_recipes_keys_lists_every_key_with_its_description():
+    from typer.testing import CliRunner
+
+    from rnacli.cli import app
+
+    result = CliRunner().invoke(app, ["recipes", "--keys"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    for key, _type, _default, description in recipe_keys():
+        assert key in result.output and description, key
+    assert "rna.nu_is" in result.output and "'variance' | 'std'" in result.output

@@ -10,7 +10,6 @@ import typer
 
 from rnacli.cli.common import Force, RecipeFile
 from rnacli.console import out as stdout
-from rnacli.errors import RnacliError
 
 
 def train_command(
@@ -77,27 +76,13 @@ def plan_command(
 
 def recipes_command(
     folder: Annotated[Path, typer.Argument(help="Folder of recipes.")] = Path("recipes"),
+    keys: Annotated[
+        bool, typer.Option("--keys", help="List every recipe key: type, default, description.")
+    ] = False,
 ) -> None:
-    """List recipes: method, RNA (noise scale, layers), model, steps."""
-    from rich.table import Table
+    """List recipes: method, RNA (noise scale, layers), steps, lr, the forms they compute
+    (the paper's equations or the authors' code), model. --keys lists the recipe keys."""
+    from rnacli.recipe import keys_table, recipes_tables
 
-    from rnacli.recipe import load_recipe
-
-    table = Table(title=f"Recipes in {folder}", title_justify="left")
-    for col in ("recipe", "method", "RNA", "model", "steps"):
-        table.add_column(col)
-    files = sorted(folder.rglob("*.toml"))
-    if not files:
-        raise RnacliError(f"{folder}: no recipes (*.toml)")
-    for path in files:
-        r = load_recipe(path)
-        rna = (
-            f"nu={r.rna.noise_scale:g}{'x scale' if r.rna.scale == 'relative' else ''} "
-            f"@ {r.rna.layers or r.method.layer}{', model side' if r.rna.side == 'model' else ''}"
-            if r.rna.enabled
-            else "-"
-        )
-        table.add_row(
-            str(path.relative_to(folder)), r.method.label, rna, r.model.name, str(r.train.steps)
-        )
-    stdout.print(table)
+    for table in [keys_table()] if keys else recipes_tables(folder):
+        stdout.print(table)
