@@ -21,17 +21,25 @@ def rm_retain_loss(
 
 
 def token_kl(logits: torch.Tensor, logits_ref: torch.Tensor) -> torch.Tensor:
-    """KL(pi_ref || pi) per token, summed over the vocabulary: [..., V] -> [...]."""
+    """KL(pi_ref || pi) per token, summed over the vocabulary's support: [..., V] -> [...].
+
+    Words the reference gives probability 0 (logit -inf: a masked vocabulary) add nothing
+    (0 log 0 = 0), where a plain p (log p - log q) would be NaN."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     logp_ref = torch.log_softmax(logits_ref.float(), dim=-1)
-    return (logp_ref.exp() * (logp_ref - logp)).sum(-1)
+    p_ref = logp_ref.exp()
+    terms = p_ref * (logp_ref - logp)
+    return torch.where(p_ref > 0, terms, torch.zeros_like(terms)).sum(-1)
 
 
 def token_logprob_mse(logits: torch.Tensor, logits_ref: torch.Tensor) -> torch.Tensor:
-    """Squared error of log-probabilities per token, averaged over the vocabulary."""
+    """Squared error of log-probabilities per token, averaged over the vocabulary's entries
+    that are finite in both (a masked word, logit -inf, has no finite log-probability)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     logp_ref = torch.log_softmax(logits_ref.float(), dim=-1)
-    return ((logp - logp_ref) ** 2).mean(-1)
+    finite = torch.isfinite(logp) & torch.isfinite(logp_ref)
+    diff = torch.where(finite, logp - logp_ref, torch.zeros_like(logp))
+    return (diff**2).sum(-1) / finite.sum(-1).clamp_min(1)
 
 
 # -- retain losses as used by the loop; with RNA, `noise` rides in one side's retain pass -----

@@ -331,9 +331,14 @@ class UnlearningRecipe:
             if self.last_saved
             else "No checkpoint was written (the run stopped before its first save)."
         )
-        return RnacliError(
-            f"step {step}: {what}; stopped. {kept} Try a lower train.lr or method coefficient."
-        )
+        if step == 1:  # no update has run yet (a resumed run starts past step 1)
+            hint = (
+                "No update had run: the model's outputs or the data make the loss non-finite "
+                "(e.g. NaN weights, or -inf logits where a loss cannot skip them), not train.lr."
+            )
+        else:
+            hint = "Try a lower train.lr or method coefficient."
+        return RnacliError(f"step {step}: {what}; stopped. {kept} {hint}")
 
     # -- checkpoint and loop -------------------------------------------------------------------
 
