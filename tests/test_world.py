@@ -208,7 +208,7 @@ def test_recipes_open_with_a_short_note_and_a_link_to_their_section():
         for h in re.findall(r"^#+ (.+)$", doc, re.M)
     }
     recipes = [p for p in (root / "recipes").rglob("*.toml") if "accelerate" not in p.parts]
-    assert len(recipes) == 55
+    assert {p.parent.name for p in recipes} >= {"recipes", "world", "tiny"}
     for path in recipes:
         lines = path.read_text(encoding="utf-8").splitlines()
         header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
