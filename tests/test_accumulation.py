@@ -102,3 +102,49 @@ def test_a_run_recorded_before_the_key_resumes_as_it_was_trained(tmp_path, tiny_
     raw["train"].update(steps=4, accumulation="exact")
     with pytest.raises(RnacliError, match=r"train.accumulation differs .*'legacy' there"):
         train(recipe_from_dict(raw, "old.toml"), run_dir, resume=True)
+
+
+def test_resume_on_another_process_count_keeps_the_global_batch(tmp_path, tiny_model_dir, corpora):
+    """A run recorded as 2 processes x grad_accum 1 resumes on 1 process with grad_accum 2:
+    the same micro-batches per step, so the same weights as one process with grad_accum 2."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from rnacli.training.loop import train
+
+    raw = varied(tiny_recipe(tiny_model_dir, corpora, "npo", "kl"))
+    raw["train"].update(steps=3, checkpoint_every=1, grad_accum=2)
+    whole = train(recipe_from_dict(raw, "r.toml"), tmp_path / "whole").run_dir
+    raw["train"]["steps"] = 2
+    run_dir = train(recipe_from_dict(raw, "r.toml"), tmp_path / "moved").run_dir
+    recorded = json.loads((run_dir / "recipe.json").read_text())
+    recorded["train"]["grad_accum"] = 1  # as two processes with grad_accum 1 record it
+    (run_dir / "recipe.json").write_text(json.dumps(recorded))
+    env = json.loads((run_dir / "env.json").read_text())
+    first = {**env["launches"][0], "world_size": 2}
+    (run_dir / "env.json").write_text(json.dumps({**first, "launches": [first]}))
+    raw["train"].update(steps=3, grad_accum=1)
+    train(recipe_from_dict(raw, "r.toml"), run_dir, resume=True)
+    a = load_file(str(whole / "checkpoint" / "delta.safetensors"))
+    b = load_file(str(run_dir / "checkpoint" / "delta.safetensors"))
+    for name, value in a.items():
+        torch.testing.assert_close(b[name], value, rtol=1e-5, atol=1e-6)
+    env = json.loads((run_dir / "env.json").read_text())
+    assert [launch["start_step"] for launch in env["launches"]] == [0, 2]
+    assert env["launches"][0]["world_size"] == 2 and env["world_size"] == 1
+
+
+def test_resume_that_cannot_be_exact_is_refused(tmp_path, tiny_model_dir, corpora):
+    from rnacli.errors import RnacliError
+    from rnacli.training.loop import resume_step, train
+
+    raw = tiny_recipe(tiny_model_dir, corpora, "rmu", train={"steps": 1, "grad_accum": 3})
+    run_dir = train(recipe_from_dict(raw, "r.toml"), tmp_path / "r").run_dir
+    with pytest.raises(RnacliError, match=r"trained on 1 process\(es\) x grad_accum 3; this "):
+        resume_step(run_dir, recipe_from_dict(raw, "r.toml"), True, world=2)
+    assert resume_step(run_dir, recipe_from_dict(raw, "r.toml"), True, world=1) == 1
+    raw["train"]["accumulation"] = "legacy"
+    legacy = train(recipe_from_dict(raw, "l.toml"), tmp_path / "l").run_dir
+    with pytest.raises(RnacliError, match="legacy"):
+        resume_step(legacy, recipe_from_dict(raw, "l.toml"), True, world=3)

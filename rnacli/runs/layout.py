@@ -24,6 +24,7 @@ from typing import Any
 from rnacli import __version__
 from rnacli.errors import RnacliError
 from rnacli.files.atomic import write_json, write_jsonl, write_text
+from rnacli.files.text import read_json
 from rnacli.runs.outputs import names
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,24 @@ def write_run_files(
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / RECIPE_TOML, recipe_toml)
     write_json(run_dir / RECIPE_JSON, recipe)
-    write_json(run_dir / ENV, env)
+    write_json(run_dir / ENV, with_history(run_dir / ENV, env, start_step))
     truncate_metrics(run_dir / METRICS, start_step)
+
+
+def with_history(path: Path, env: dict[str, Any], start_step: int) -> dict[str, Any]:
+    """env.json for this launch: its fields, and under "launches" every launch of the run so
+    far (a resumed run adds one; a fresh start begins the list), each with its start step."""
+    launches: list[dict[str, Any]] = []
+    if start_step and path.is_file():
+        try:
+            old = read_json(path)
+        except RnacliError:
+            old = None  # a damaged record is replaced, not a reason to stop the run
+        if isinstance(old, dict):
+            kept = old.get("launches")
+            launches = kept if isinstance(kept, list) else [{k: v for k, v in old.items()}]
+    this = {**env, "start_step": start_step}
+    return {**this, "launches": [*launches, this]}
 
 
 def portable_spec(spec: str) -> str:

@@ -46,6 +46,7 @@ from rnacli.runs.checkpoint import (
 )
 from rnacli.runs.layout import (
     CHECKPOINT,
+    ENV,
     METRICS,
     RECIPE_JSON,
     RUN_FOLDER,
@@ -73,9 +74,10 @@ class TrainResult:
     rank: int = 0
 
 
-def resume_step(run_dir: Path, recipe: Recipe, resume: bool) -> int:
+def resume_step(run_dir: Path, recipe: Recipe, resume: bool, world: int = 1) -> int:
     """Check the folder against --resume; return the step to start from. A resumed run's
-    recipe must equal the saved one in every key but steps and checkpoint_every."""
+    recipe must equal the saved one in every key but steps and checkpoint_every, and its step
+    the same global batch over `world` processes (`_same_global_batch`)."""
     has_checkpoint = (run_dir / CHECKPOINT / "meta.json").exists()
     if not resume:
         if has_checkpoint:
@@ -95,7 +97,41 @@ def resume_step(run_dir: Path, recipe: Recipe, resume: bool) -> int:
     if not isinstance(saved, dict):
         raise RnacliError(f"--resume: {saved_path}: expected a JSON object")
     _check_same_recipe(recipe, saved)
+    _same_global_batch(run_dir, recipe, saved, world)
     return int(read_meta(run_dir)["step"])
+
+
+def _same_global_batch(run_dir: Path, recipe: Recipe, saved: dict, world: int) -> None:
+    """A step's micro-batches are numbered over all processes (`TrainingData.micro_index`), so
+    a run resumes exactly on another process count when its micro-batches per step (processes
+    x grad_accum) stay the same: grad_accum takes up the difference where it divides evenly
+    and the step's means are exact (`train.accumulation`); anything else is refused."""
+    env = read_json(run_dir / ENV) if (run_dir / ENV).is_file() else {}
+    then_world = int(env.get("world_size", 1)) if isinstance(env, dict) else 1
+    then_accum = int(saved.get("train", {}).get("grad_accum", 1))
+    micro = then_world * then_accum
+    cfg = recipe.train
+    if cfg.grad_accum * world == micro:
+        return
+    if cfg.grad_accum == then_accum and cfg.accumulation == "exact" and micro % world == 0:
+        cfg.grad_accum = micro // world
+        console.print(
+            f"--resume: trained on {then_world} process(es) x grad_accum {then_accum}, now "
+            f"{world} process(es): grad_accum {cfg.grad_accum} keeps the step's "
+            f"{micro} micro-batches",
+            markup=False,
+        )
+        return
+    why = (
+        "train.accumulation = 'legacy' averages per micro-batch"
+        if cfg.accumulation == "legacy"
+        else f"{micro} micro-batches a step do not split over {world} x grad_accum {cfg.grad_accum}"
+    )
+    raise RnacliError(
+        f"--resume: {run_dir} was trained on {then_world} process(es) x grad_accum "
+        f"{then_accum}; this launch has {world} process(es) and {why}: relaunch with "
+        f"{then_world} process(es)"
+    )
 
 
 def _check_same_recipe(recipe: Recipe, saved: dict) -> None:
@@ -108,7 +144,7 @@ def _check_same_recipe(recipe: Recipe, saved: dict) -> None:
         config = getattr(recipe, section)
         defaults = {k: f.default for k, f in type(config).model_fields.items()}
         for key in set(saved.get(section, {})) | set(now.get(section, {})):
-            if section == "train" and key in ("steps", "checkpoint_every"):
+            if section == "train" and key in ("steps", "checkpoint_every", "grad_accum"):
                 continue
             recorded = key in saved.get(section, {})
             then = saved.get(section, {}).get(
@@ -150,7 +186,7 @@ class UnlearningRecipe:
 
     def setup(self) -> None:
         if self.run_dir is not None:
-            self.start_step = resume_step(self.run_dir, self.recipe, self.resume)
+            self.start_step = resume_step(self.run_dir, self.recipe, self.resume, self.world)
         self.setup_model()
         self.setup_data()
         self.setup_method()
