@@ -15,7 +15,10 @@ Designs (each a set of overrides of the world recipe, declared in DESIGNS):
 - passages: one passage per forget person stating all of their facts, every token scored
   (`world:forget-passages`; WMDP's forget corpora are whole documents), 25 steps (a passage
   step costs ~5x a QA step: the 49k-word head runs at every token);
-- longer: twice the recipe's steps (the recipes already forget to chance or below).
+- longer: twice the recipe's steps (the recipes already forget to chance or below);
+- authors: the authors' code's forms (pooled NLL, pads counted, their DPO = NPO; issue 20);
+- rna / authors_rna: RNA as the *_rna recipe places it, in the equations' or the authors'
+  forms (nu given as the std of the same noise).
 Letter scoring, the issue's design (a), is not run: SmolLM2-135M answers the world's letter
 questions at chance even when it knows the facts (rnacli/world/learn.py), so there is no
 retain accuracy to lose.
@@ -60,7 +63,32 @@ DESIGNS = {
         "train.steps=25",
     ],
     "longer": lambda recipe: [f"train.steps={2 * recipe.train.steps}"],
+    # the authors' code's forms (docs/authors-code.md), the rest of the recipe kept
+    "authors": lambda recipe: authors_forms(recipe),
+    # RNA as the method's *_rna recipe places it (reference side), in the equations' forms
+    "rna": lambda recipe: rna_of(recipe),
+    # the same noise read as the authors read nu: a std (the variance's square root)
+    "authors_rna": lambda recipe: [*authors_forms(recipe), *rna_of(recipe, as_std=True)],
 }
+
+
+def authors_forms(recipe) -> list[str]:
+    forms = ['method.nll="pooled-mean"', 'method.mean_over="all-positions"']
+    if recipe.method.name == "dpo":
+        forms.append('method.dpo_reference="authors"')
+    return forms
+
+
+def rna_of(recipe, as_std: bool = False) -> list[str]:
+    """--set items that turn on the RNA of the recipe's *_rna twin; `as_std`: the same
+    variance given as a standard deviation (rna.nu_is = "std")."""
+    twin = load_recipe(RECIPES / f"{recipe.name}_rna.toml").rna
+    nu = twin.noise_scale**0.5 if as_std else twin.noise_scale
+    items = ["rna.enabled=true", f"rna.noise_scale={nu}", f"rna.layers={twin.layers}"]
+    items += [f'rna.side="{twin.side}"', f'rna.scale="{twin.scale}"']
+    return items + (['rna.nu_is="std"'] if as_std else [])
+
+
 FRAGILE = 0.05  # the issue's threshold: 5 points below plain retain accuracy
 COLUMNS = (
     "method",
