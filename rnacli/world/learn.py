@@ -371,6 +371,7 @@ class WorldLearner:
         self.seconds["training"] = time.perf_counter() - self.started - self.seconds["loading"]
 
     def accuracy(self, limit: int) -> dict[str, float]:
+        """`world_accuracy` on `limit` questions per set and form (fractions in [0, 1])."""
         return world_accuracy(self.model, self.tokenizer, self.world, limit, self.config.seed + 1)
 
     def check(self) -> dict[str, float]:
