@@ -19,20 +19,14 @@ from rnacli.training.loop import UnlearningRecipe
 from rnacli.training.noise import step_noise
 from rnacli.training.step import unlearning_backward
 from tests.conftest import tiny_recipe
-from tests.test_train import ALL
+from tests.test_train import ALL, authors_forms
 
 LAYER, NU, ALPHA, STEP = 3, 0.05, 3.0, 0
 AUTHORS = {"mean_over": "all-positions"}
 
 
 def authors_recipe(model_dir, corpora, method, retain_loss):
-    forms = dict(AUTHORS)
-    if retain_loss:
-        forms["nll"] = "pooled-mean"
-    if method == "dpo":
-        forms["dpo_reference"] = "authors"
-    if method == "adaptive_rmu":
-        forms["adaptive_scale"] = "first-batch"
+    forms = {**authors_forms(method, retain_loss), **AUTHORS}
     raw = tiny_recipe(model_dir, corpora, method, retain_loss, rna=True, method=forms)
     raw["data"].update(forget_max_length=512, retain_max_length=512)  # padded batches
     raw["method"]["alpha"] = [ALPHA, ALPHA]
