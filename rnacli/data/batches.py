@@ -16,7 +16,7 @@ from functools import lru_cache
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rnacli.data.encoding import encode_pair, encode_text
+from rnacli.data.encoding import added_specials, encode_pair, encode_text
 from rnacli.data.records import Document
 from rnacli.errors import RnacliError
 
@@ -111,23 +111,17 @@ def pad_sequences(
     return Seq(ids, attn, tgt)
 
 
-def _special_prefix(tokenizer: PreTrainedTokenizerBase) -> int:
-    """How many special tokens (BOS) the tokenizer puts before the text: never scored."""
-    with_special = tokenizer("a")["input_ids"]
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    return len(with_special) - len(plain) if with_special[-len(plain) :] == plain else 0
-
-
 def _encode_doc(
     tokenizer: PreTrainedTokenizerBase, doc: Document, max_length: int
 ) -> tuple[list[int], int]:
     """Token ids of a document (at most max_length) and how many leading ones are prompt x.
     A (prompt, completion) pair is split as the evaluator splits it (`encode_pair`); a long
     prompt loses its start, so that the completion is kept. A plain text's trailing
-    whitespace is no token of its own (`encode_text`)."""
+    whitespace, and a special token the tokenizer appends (EOS), are no tokens of it
+    (`encode_text`); its leading special tokens (BOS) are never scored."""
     if isinstance(doc, str):
         ids = encode_text(tokenizer, doc)[:max_length]
-        return ids, min(_special_prefix(tokenizer), len(ids))
+        return ids, min(added_specials(tokenizer)[0], len(ids))
     prompt, completion = encode_pair(tokenizer, doc[0], doc[1])
     completion = completion[: max_length - 1]
     prompt = prompt[max(0, len(prompt) + len(completion) - max_length) :]

@@ -18,6 +18,7 @@ import yaml
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rnacli.data.encoding import appends_specials
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import MCQResult
 from rnacli.evaluate.metrics import accuracy, accuracy_stderr
@@ -88,14 +89,48 @@ def evaluate_with_lm_eval(
     """Run `tasks` through lm-eval's HFLM; per-question predictions come from its samples.
     With several `processes`, lm-eval's own data parallelism splits the questions (each
     process builds the requests of its share and rank 0 gathers the samples); every process
-    returns rank 0's results."""
+    returns rank 0's results. A task with fewer questions than processes would leave a
+    process with none, which lm-eval 0.4 cannot run ("did not find any docs"): rank 0 scores
+    such tasks alone, as the native backend's empty shards give the same numbers."""
     try:
-        import lm_eval
-        from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
+        import lm_eval  # noqa: F401
     except ImportError:
         raise RnacliError("the lm-eval backend needs lm-eval: pip install 'rnacli[eval]'") from None
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    shared = [t for t in tasks if len(t.records) >= processes.world]
+    alone = [t for t in tasks if len(t.records) < processes.world]
+    results = _simple_evaluate(model, tokenizer, shared, batch_size, processes) if shared else {}
+    if alone and processes.main:
+        results.update(_simple_evaluate(model, tokenizer, alone, batch_size, SINGLE))
+    return processes.broadcast(results if processes.main else None)
+
+
+def lm_eval_caveats(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """Where lm-eval's scores for this tokenizer are wrong (each a line for the user and
+    eval.json's `caveats`): lm-eval 0.4 keeps the EOS a tokenizer appends to every text, so
+    its contexts end in end-of-text and it cuts each continuation one token late."""
+    if not appends_specials(tokenizer):
+        return []
+    return [
+        "the tokenizer appends special tokens (add_eos_token) and lm-eval keeps them: its "
+        "contexts end in EOS and its continuations are cut one token late, so these scores "
+        "are wrong; the native backend drops them (--backend native)"
+    ]
+
+
+def _simple_evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: Sequence[TaskDocs],
+    batch_size: int,
+    processes: Processes,
+) -> dict[str, MCQResult]:
+    """One `lm_eval.simple_evaluate` over `tasks` on `processes` (each holding at least one
+    question of every task); rank 0's results, {} on the others."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
     with tempfile.TemporaryDirectory(prefix="rnacli-lm-eval-") as tmp:
         names = {write_lm_eval_task(Path(tmp), t): t for t in tasks}
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
@@ -116,7 +151,7 @@ def evaluate_with_lm_eval(
             log_samples=True,
             bootstrap_iters=0,
         )
-    return processes.broadcast(_results(out, names) if processes.main else None)
+    return _results(out, names) if processes.main else {}
 
 
 def _results(out: dict, names: dict[str, TaskDocs]) -> dict[str, MCQResult]:

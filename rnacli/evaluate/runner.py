@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -107,7 +108,7 @@ def evaluate_model(
         # found now, not after the evaluation: its results are merged into this file
         raise RnacliError(f"{own}: not an eval.json rnacli wrote (damaged?); move it away")
     if processes.main:
-        console.print(f"[bold]{label}[/]: loading")
+        console.print(f"[bold]{escape(label)}[/]: loading")
     model, tokenizer = load_model(
         spec,
         dtype=dtype,
@@ -115,6 +116,7 @@ def evaluate_model(
         trust_remote_code=trust_remote_code,
         load_in=load_in,
     )
+    caveats = backend_caveats(tokenizer, backend, label, processes)
     with noise.context(model) if noise else nullcontext():
         results = evaluate_tasks(
             model, tokenizer, tasks, backend=backend, batch_size=batch_size, processes=processes
@@ -126,7 +128,23 @@ def evaluate_model(
         {t.name: task_entry(t, results[t.name]) for t in tasks},
         **(extra or {}),
         **({"inference_noise": vars(noise)} if noise else {}),
+        **({"caveats": caveats} if caveats else {}),
     )
     if is_run_dir(Path(spec)) and noise is None and processes.main:
         merge_eval(Path(spec), [entry])
     return entry
+
+
+def backend_caveats(
+    tokenizer: PreTrainedTokenizerBase, backend: str, label: str, processes: Processes = SINGLE
+) -> list[str]:
+    """Where `backend`'s scores for this tokenizer are known to be wrong: each printed as a
+    warning line (by the main process) and kept in the model's eval.json entry (`caveats`)."""
+    if backend != "lm-eval":
+        return []
+    from rnacli.evaluate.harness import lm_eval_caveats
+
+    caveats = lm_eval_caveats(tokenizer)
+    for line in caveats if processes.main else []:
+        console.print(f"warning: {label}: {line}", markup=False, highlight=False)
+    return caveats
