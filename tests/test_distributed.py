@@ -137,6 +137,35 @@ def test_sharded_evaluation_writes_what_one_process_writes(
     assert entry["tasks"]["qa"]["n"] == 12
 
 
+@pytest.mark.parametrize("backend", ["native", "lm-eval"])
+def test_more_processes_than_questions(tmp_path, tiny_model_dir, qa_file, backend):
+    """A task of one question on two processes: rank 1's shard holds none. lm-eval 0.4 raised
+    there ("did not find any docs") and wrote no eval.json; now rank 0 scores such a task
+    alone, and eval.json is what one process writes, beside a task split over both."""
+    if backend == "lm-eval":
+        pytest.importorskip("lm_eval")
+    from typer.testing import CliRunner
+
+    from rnacli.cli import app
+
+    single = tmp_path / "single.jsonl"
+    single.write_text(qa_file.read_text().splitlines()[0] + "\n")
+    tasks = f"one={single},three={qa_file}"
+    args = ["eval", str(tiny_model_dir), "--tasks", tasks, "--backend", backend, "--limit", "3"]
+    one = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    port = 29551 if backend == "native" else 29557
+    two = launch("-m", "rnacli", *args, "--out", str(tmp_path / "two"), port=port)
+    assert "Traceback" not in two.stderr and two.stdout.count("wrote ") == 1
+
+    def entries(folder):
+        data = json.loads((folder / "eval.json").read_text())
+        return [{k: v for k, v in m.items() if k != "created"} for m in data["models"]]
+
+    assert entries(tmp_path / "two") == entries(tmp_path / "one")
+    assert [t["n"] for t in entries(tmp_path / "one")[0]["tasks"].values()] == [1, 3]
+
+
 @pytest.mark.parametrize(
     ("method", "retain_loss", "dtype"), [("npo", "kl", "bfloat16"), ("rmu", None, "float32")]
 )
