@@ -31,7 +31,7 @@ LAYERS = [
     ),
     ("rnacli.evaluate",),
     ("rnacli.training", "rnacli.world.learn", "rnacli.demo"),
-    ("rnacli.analysis",),
+    ("rnacli.analysis", "rnacli.attacks"),
     ("rnacli.cli", "rnacli.app", "rnacli.__main__"),
 ]
 # The page imports the demo's logic and the error type, nothing else of rnacli.

@@ -105,10 +105,12 @@ def test_an_older_conversion_is_left_in_place_and_not_reused(tmp_path, monkeypat
     assert "an older conversion of smollm2-135m" in caplog.text
 
 
-def test_quantized_loading_needs_cuda(tiny_model_dir):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA: the error path is for CPU-only machines")
-    with pytest.raises(RnacliError, match="load_in = '4bit' needs a CUDA GPU"):
-        load_model(str(tiny_model_dir), device="cpu", load_in="4bit")
+def test_quantized_loading_runs_on_the_cpu(tiny_model_dir):
+    """bitsandbytes quantizes on the CPU too (tests/test_attacks.py checks the predictions)."""
+    model, _ = load_model(str(tiny_model_dir), device="cpu", load_in="4bit")
+    assert type(model.model.layers[0].mlp.down_proj).__name__ == "Linear4bit"
+    assert type(model.lm_head).__name__ == "Linear"  # the LM head stays as it is
     with pytest.raises(RnacliError, match="expected 8bit or 4bit"):
         load_model(str(tiny_model_dir), device="cpu", load_in="2bit")
+    with pytest.raises(RnacliError, match="4-bit type 'int4': expected nf4 or fp4"):
+        load_model(str(tiny_model_dir), device="cpu", load_in="4bit", quant_type="int4")
