@@ -51,7 +51,7 @@ from _world import (
 )
 from rich.table import Table
 
-from rnacli.console import console, out
+from rnacli.console import console, stdout
 from rnacli.files.atomic import write_json
 from rnacli.recipe import load_recipe
 
@@ -161,13 +161,13 @@ def main() -> None:
     tasks = world_tasks(args.limit)
     base = accuracies(base_evaluated(args.root, tasks))
     table, summary = table_and_summary(run_grid(args, tasks), base)
-    out.print(table)
-    out.print(
+    stdout.print(table)
+    stdout.print(
         f"base: {', '.join(f'{t} {100 * a:.1f}' for t, a in base.items())}"
         f"; fragile: a gap beyond the base's of >= {100 * FRAGILE:.0f} points"
     )
     write_json(args.root / "summary.json", summary)
-    out.print(f"wrote {args.root / 'summary.json'}", markup=False)
+    stdout.print(f"wrote {args.root / 'summary.json'}", markup=False)
 
 
 if __name__ == "__main__":

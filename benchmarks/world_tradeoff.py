@@ -58,7 +58,7 @@ from _world import (
     world_tasks,
 )
 
-from rnacli.console import console, out
+from rnacli.console import console, stdout
 from rnacli.evaluate.metrics import matched_gain, matched_gain_interval, recovery_rate
 from rnacli.evaluate.results import EVAL_FILE
 from rnacli.files.atomic import write_json
@@ -182,7 +182,7 @@ def summarize(method: str, points: list[Point], found: dict, base: dict, steps_o
         table.add_column(h, justify="right")
     for cells in rows:
         table.add_row(*cells, *[""] * (len(header) - len(cells)))
-    out.print(table)
+    stdout.print(table)
     return summary
 
 
@@ -338,9 +338,9 @@ def main() -> None:
         summary["limit"] = args.limit
         write_json(root / method / "summary.json", summary)
         plot(method, summary, base, root / method / "tradeoff.png")
-        out.print(f"wrote {root / method / 'summary.json'} and tradeoff.png", markup=False)
+        stdout.print(f"wrote {root / method / 'summary.json'} and tradeoff.png", markup=False)
     base_line = ", ".join(f"{t} {100 * base[t]:.1f}" for t in TASKS)
-    out.print(f"base: {base_line}; {len(args.seeds)} seeds", markup=False)
+    stdout.print(f"base: {base_line}; {len(args.seeds)} seeds", markup=False)
 
 
 if __name__ == "__main__":

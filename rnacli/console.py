@@ -25,7 +25,7 @@ def _width() -> int | None:
 
 
 console = Console(stderr=True, width=_width())  # progress, logs, errors
-out = Console(width=_width())  # results: tables, paths written
+stdout = Console(width=_width())  # results: tables, paths written
 
 
 def quiet() -> bool:

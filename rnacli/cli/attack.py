@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rnacli.cli.common import HELP_MARKUP, Device, at_least, say, task_list
-from rnacli.console import out as stdout
+from rnacli.console import stdout
 from rnacli.errors import RnacliError
 
 attack_app = typer.Typer(

@@ -13,8 +13,7 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from rnacli.console import console
-from rnacli.console import out as stdout
+from rnacli.console import console, stdout
 from rnacli.errors import RnacliError
 
 # Markdown help: rich markup would eat "[eval]", and single line breaks of a docstring would

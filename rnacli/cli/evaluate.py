@@ -20,7 +20,7 @@ from rnacli.cli.common import (
     spec_paths,
     task_list,
 )
-from rnacli.console import out as stdout
+from rnacli.console import stdout
 from rnacli.data.perturb import DEFAULT_KEYWORD
 from rnacli.errors import RnacliError
 

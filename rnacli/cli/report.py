@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from rnacli.cli.common import Device, Force, say, spec_paths
-from rnacli.console import console
-from rnacli.console import out as stdout
+from rnacli.console import console, stdout
 from rnacli.errors import RnacliError
 
 

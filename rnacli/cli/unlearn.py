@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from rnacli.cli.common import Force, RecipeFile
-from rnacli.console import out as stdout
+from rnacli.console import stdout
 
 
 def train_command(
@@ -35,12 +35,12 @@ def train_command(
     """Unlearn a model with a recipe; writes a run folder that `rnacli eval` reads."""
     from rnacli.models.loading import export_full
     from rnacli.recipe import load_recipe
-    from rnacli.training.loop import train as run_training
+    from rnacli.training import loop
 
     overrides = list(set_ or []) + ([f"train.steps={steps}"] if steps is not None else [])
     config = load_recipe(recipe, overrides)
     run_dir = out or Path("runs") / config.name
-    run_training(config, run_dir, resume=resume, force=force)
+    loop.train(config, run_dir, resume=resume, force=force)
     if full:
         stdout.print(f"full model: {export_full(run_dir, run_dir / 'full')}")
     stdout.print(f"run: {run_dir}")

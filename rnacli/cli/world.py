@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from rnacli.cli.common import HELP_MARKUP, say
-from rnacli.console import out as stdout
+from rnacli.console import stdout
 
 world_app = typer.Typer(
     help="A fictional world where unlearning effects show on a CPU.",
