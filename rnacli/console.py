@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -78,6 +79,8 @@ def progress_line(task) -> str:
 
 
 def make_progress(*extra_columns, show: bool = True) -> Progress:
+    """Progress bars on stderr (lines where it is not a terminal). Task descriptions are rich
+    markup: `escape` any user text in them (`progress_bar` does)."""
     if not show or quiet():
         return Progress(console=console, disable=True)
     kind = _LoggedProgress if not console.is_terminal else Progress
@@ -98,7 +101,9 @@ def make_progress(*extra_columns, show: bool = True) -> Progress:
 
 @contextmanager
 def progress_bar(description: str, total: int, show: bool = True) -> Iterator[Progress]:
-    """A single-bar progress; call `bar.advance(bar.task_ids[0], n)` to move it."""
+    """A single-bar progress; call `bar.advance(bar.task_ids[0], n)` to move it. The
+    description is plain text (a task's or a model's name, brackets and all): escaped here,
+    as rich reads a task description as markup (`make_progress` callers escape their own)."""
     with make_progress(show=show) as bar:
-        bar.add_task(description, total=total)
+        bar.add_task(escape(description), total=total)
         yield bar

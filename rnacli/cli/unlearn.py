@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rnacli.cli.common import Force, RecipeFile
+from rnacli.cli.common import Force, RecipeFile, say
 from rnacli.console import stdout
 
 
@@ -42,8 +42,8 @@ def train_command(
     run_dir = out or Path("runs") / config.name
     loop.train(config, run_dir, resume=resume, force=force)
     if full:
-        stdout.print(f"full model: {export_full(run_dir, run_dir / 'full')}")
-    stdout.print(f"run: {run_dir}")
+        say(f"full model: {export_full(run_dir, run_dir / 'full')}")
+    say(f"run: {run_dir}")
 
 
 def plan_command(

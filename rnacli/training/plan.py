@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -787,12 +788,13 @@ def render(result: dict[str, Any]) -> Group:
         f"{result['recipe']}: {result['model']} ({result['architecture']}, "
         f"{result['params'] / 1e9:.2f}B params, {result['dtype']}) on {where}"
     )
-    table = Table(title=title, title_justify="left")
+    # the recipe's and the model's names are the user's: escaped (rich would eat `[seed=2]`)
+    table = Table(title=escape(title), title_justify="left")
     table.add_column("part")
     table.add_column("per device", justify="right")
     table.add_column("what")
     for part in result["parts"]:
-        table.add_row(part["name"], human(part["bytes"]), part["detail"])
+        table.add_row(escape(part["name"]), human(part["bytes"]), escape(part["detail"]))
     table.add_section()
     phase = f"one training step, at its {result['peak_phase']}"
     table.add_row("peak", human(result["peak_bytes"]), phase, style="bold")
