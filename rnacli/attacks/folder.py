@@ -12,6 +12,7 @@ other settings is redone only with `--force`. The run's checkpoint is never writ
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,12 @@ class AttackFolder:
         found = self.stage(key)
         if found is not None:
             return found["scores"]
+        began = time.perf_counter()
         scores = compute()
+        seconds = round(time.perf_counter() - began, 1)
         shown = ", ".join(f"{task} {100 * s['acc']:.1f}" for task, s in scores.items())
         console.print(f"{self.path.parent.parent.name}: {what}: {shown}", markup=False)
-        self.save_stage(key, {"scores": scores})
+        self.save_stage(key, {"scores": scores, "seconds": seconds})
         return scores
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:

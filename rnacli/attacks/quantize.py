@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rnacli.attacks.folder import AttackFolder
-from rnacli.attacks.scores import Scores, accuracies, pooled, recovery, score
+from rnacli.attacks.scores import Scores, accuracies, pooled, recovery, remembered, score
 from rnacli.attacks.splits import AttackTasks, attack_tasks, run_recipe
 from rnacli.console import console
 from rnacli.errors import RnacliError
@@ -88,7 +88,10 @@ def _scores(run_dir: Path, folder: AttackFolder, tasks: AttackTasks, s) -> dict[
             )
             return score(model, tokenizer, tasks.all, s.eval_batch_size)
 
-        return compute
+        how = "full" if load_in is None else s.name.removeprefix("quantize-")
+        return lambda: remembered(
+            str(Path(spec).resolve()) if Path(spec).exists() else spec, how, tasks.all, compute
+        )
 
     what = f"{s.bits}-bit" + (f" {s.quant_type}" if s.bits == 4 else "")
     return {

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from rnacli.attacks.folder import AttackFolder
-from rnacli.attacks.scores import Scores, accuracies, pooled, recovery, score
+from rnacli.attacks.scores import Scores, accuracies, pooled, recovery, remembered, score
 from rnacli.attacks.splits import AttackTasks, attack_tasks, run_recipe
 from rnacli.console import console
 from rnacli.data.batches import document_batch, pick
@@ -151,11 +151,13 @@ class Relearner:
 def base_scores(run_dir: Path, folder: AttackFolder, tasks: AttackTasks, settings) -> Scores:
     """The run's base model on the attack's questions (stored as the stage `base`)."""
 
+    base = read_meta(run_dir)["base_model"]
+
     def compute() -> Scores:
-        model, tokenizer = load_model(read_meta(run_dir)["base_model"], device=settings.device)
+        model, tokenizer = load_model(base, device=settings.device)
         return score(model, tokenizer, tasks.all, settings.eval_batch_size)
 
-    return folder.scored("base", compute, "base model")
+    return folder.scored("base", lambda: remembered(base, "full", tasks.all, compute), "base model")
 
 
 def relearn(run_dir: Path, settings: RelearnSettings, *, force: bool = False) -> dict[str, Any]:

@@ -3,8 +3,9 @@ forgotten accuracy that an attack brought back, with its bootstrap interval."""
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rnacli.evaluate.metrics import recovery_interval, recovery_rate
@@ -12,6 +13,10 @@ from rnacli.evaluate.runner import evaluate_tasks
 from rnacli.evaluate.tasks import TaskDocs
 
 Scores = dict[str, dict[str, Any]]  # task -> {"n", "acc", "correct": [0/1 per question]}
+
+# Scores of one model on one set of questions, kept for the process: `rnacli attack all` over
+# several runs of one base scores the base (plain and quantized) once, not once per attack.
+_REMEMBERED: dict[str, Scores] = {}
 
 
 def score(model, tokenizer, tasks: Sequence[TaskDocs], batch_size: int) -> Scores:
@@ -23,6 +28,15 @@ def score(model, tokenizer, tasks: Sequence[TaskDocs], batch_size: int) -> Score
         correct = [int(p == a) for p, a in zip(result.predictions, result.answers, strict=True)]
         out[name] = {"n": result.n, "acc": result.acc, "correct": correct}
     return out
+
+
+def remembered(model: str, how: str, tasks: Sequence[TaskDocs], compute: Callable[[], Scores]):
+    """`compute()`'s scores of `model` loaded `how` (fp32, 8bit, 4bit-nf4) on `tasks`, or the
+    ones this process computed before for the same model, loading and questions."""
+    key = json.dumps([model, how, [(t.name, t.source, t.indices) for t in tasks]])
+    if key not in _REMEMBERED:
+        _REMEMBERED[key] = compute()
+    return _REMEMBERED[key]
 
 
 def pooled(scores: Scores, tasks: Sequence[TaskDocs]) -> list[int]:

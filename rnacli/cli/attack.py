@@ -31,8 +31,8 @@ Limit = Annotated[
 ForgetTasks = Annotated[
     str | None,
     typer.Option(
-        help="Comma-separated forget tasks (default: the recipe's wmdp-*/forget* tasks; on "
-        "the world, the held-out people's world-forget questions)."
+        help="Comma-separated forget tasks (default: the recipe's tasks named wmdp... or "
+        "forget...; on the world, the held-out people's world-forget questions)."
     ),
 ]
 RetainTasks = Annotated[

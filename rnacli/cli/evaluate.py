@@ -59,7 +59,8 @@ TrustRemoteCode = Annotated[
     typer.Option("--trust-remote-code", help="Allow model code from the Hub (off by default)."),
 ]
 LoadIn = Annotated[
-    str | None, typer.Option(help="8bit or 4bit: bitsandbytes-quantized weights (CUDA).")
+    str | None,
+    typer.Option(help="8bit or 4bit (NF4): bitsandbytes-quantized weights (CUDA or CPU)."),
 ]
 NoiseVariance = Annotated[
     float | None,
