@@ -33,12 +33,15 @@ def train_command(
     force: Force = False,
 ) -> None:
     """Unlearn a model with a recipe; writes a run folder that `rnacli eval` reads."""
-    from rnacli.models.loading import export_full
     from rnacli.recipe import load_recipe
-    from rnacli.training import loop
+    from rnacli.training.preflight import preflight
 
     overrides = list(set_ or []) + ([f"train.steps={steps}"] if steps is not None else [])
     config = load_recipe(recipe, overrides)
+    preflight(config)  # data, model and memory, before the (slow) imports and loads below
+    from rnacli.models.loading import export_full
+    from rnacli.training import loop
+
     run_dir = out or Path("runs") / config.name
     loop.train(config, run_dir, resume=resume, force=force)
     if full:

@@ -126,6 +126,31 @@ def source_paths(source: str) -> list[Path]:
     return paths
 
 
+def network_need(source: str, kind: str = "corpus") -> tuple[str, str] | None:
+    """What reading `source` as a `kind` ("corpus" or "qa") needs beyond this machine, found
+    without reading it: None (a local file, `$RNACLI_DATA_DIR`, an embedded set or the world
+    holds it); ("hub", SOURCE) for a set only the Hub holds; ("missing", WHY) for a file or
+    named set found nowhere. For `A || B`, None when any option is available offline, else
+    the last option's need. A named set of the other kind is None: reading it says so at
+    once, and how to make one of the other (`qasplit:`)."""
+    options = [o.strip() for o in source.split("||")]
+    if any(_offline(option) for option in options):
+        return None
+    last = options[-1]
+    if last.startswith(QASPLIT):
+        return network_need(_parse_qasplit(last)[0], "qa")
+    if last.startswith("hf:"):
+        return "hub", last
+    named = NAMED_SETS.get(_split_subject(last)[0])
+    if named is None:
+        return "missing", "no such file or named set"
+    if named.kind != kind:
+        return None
+    if named.hub is None:
+        return "missing", f"not in RNACLI_DATA_DIR ({data_dir() or 'not set'})"
+    return "hub", named.hub
+
+
 def _offline(source: str) -> bool:
     if source.startswith("hf:"):
         return False

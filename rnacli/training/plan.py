@@ -641,17 +641,31 @@ def plan(
     if gpu_memory_gib is not None and gpu_memory_gib <= 0:
         raise RnacliError(f"--gpu-memory {gpu_memory_gib}: expected a size in GiB > 0")
     recipe = load_recipe(recipe_path, overrides)
+    result, arch = step_verdict(recipe, gpus, gpu_memory_gib, strategy)
+    result["alternatives"] = []
+    if result["fits"] is False:
+        result["alternatives"] = _alternatives(
+            recipe_path,
+            overrides or [],
+            arch,
+            result["device"],
+            result["gpus"],
+            result["capacity_bytes"],
+            strategy,
+        )
+    return result
+
+
+def step_verdict(
+    recipe: Recipe, gpus: int = 1, gpu_memory_gib: float | None = None, strategy: str = "ddp"
+) -> tuple[dict[str, Any], Arch]:
+    """`plan`'s verdict for a loaded recipe, without the alternatives: (the result dict, the
+    architecture). Raises RnacliError when the model has no config to plan with."""
     config, source = model_config(recipe.model.name, recipe.model.trust_remote_code)
     arch = architecture(config, source, recipe.model.trust_remote_code)
     device = _device(recipe, gpus)
     gpus = max(gpus, 1) if device == "cuda" else 0
-    result = _verdict(recipe, arch, device, gpus, gpu_memory_gib, strategy)
-    result["alternatives"] = []
-    if result["fits"] is False:
-        result["alternatives"] = _alternatives(
-            recipe_path, overrides or [], arch, device, gpus, result["capacity_bytes"], strategy
-        )
-    return result
+    return _verdict(recipe, arch, device, gpus, gpu_memory_gib, strategy), arch
 
 
 def _capacity(device: str, gpu_memory_gib: float | None) -> int | None:
@@ -821,4 +835,13 @@ def render(result: dict[str, Any]) -> Group:
     return Group(*lines)
 
 
-__all__ = ["KNOWN_CONFIGS", "Arch", "architecture", "estimate", "model_config", "plan", "render"]
+__all__ = [
+    "KNOWN_CONFIGS",
+    "Arch",
+    "architecture",
+    "estimate",
+    "model_config",
+    "plan",
+    "render",
+    "step_verdict",
+]
