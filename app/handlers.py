@@ -20,30 +20,40 @@ from rnacli.app.render import (
     group_label,
     shown_prompt,
     shown_subject,
+    stale_html,
     subject_label,
     summary_html,
 )
 
 from rnacli.demo.page import (
-    ALL,
     LETTERS,
     DemoData,
     Insertion,
     Probe,
     QARecord,
     QuestionSet,
+    Results,
+    ScoredKey,
+    Shown,
+    after_edit,
     batch_form,
-    default_group,
-    first_in_group,
+    batch_group,
     group_choices,
     group_filter,
+    group_picked,
+    keyword_picked,
     probe_form,
     question_edited,
-    random_question,
+    question_picked,
+    random_picked,
+    say_seconds,
+    scored_key,
+    set_picked,
 )
 from rnacli.errors import RnacliError
 
 log = logging.getLogger(__name__)
+FIELDS = 7  # the question's fields: subject, question, A..D, the correct letter
 
 
 def _one_line(error: Exception) -> str:
@@ -88,14 +98,30 @@ def raising_one_line(fn: Callable[..., Any]) -> Callable[..., Any]:
     return handler
 
 
+def _skips(n: int) -> tuple[Any, ...]:
+    """Leave `n` outputs as they are."""
+    return tuple(gr.skip() for _ in range(n))
+
+
+def _reporter(progress: gr.Progress) -> Callable[[int, int, float], None]:
+    """A probe's progress as the bar over its outputs shows it, with the estimate of its time
+    (Gradio's own is an average of past runs: the page shows none of it, app/server.py)."""
+
+    def report(done: int, total: int, seconds: float) -> None:
+        progress((done, total), desc=f"estimated {say_seconds(seconds)}", unit="models")
+
+    return report
+
+
 class Handlers:
     """One method per event of the page: each reads the event's inputs through
     `rnacli.demo.page` and returns the outputs it fills. They share the served data."""
 
     def __init__(self, data: DemoData) -> None:
         self.data = data
-        # the probe's outputs emptied: status, two prompts, summary, a column per model, JSON
-        self.no_probe = ["", "", "", *[""] * len(data.bank.variants), None]
+        # the probe's outputs emptied: two prompts, summary, a column per model, JSON, and
+        # what they were computed for (nothing)
+        self.no_probe = ["", "", "", *[""] * len(data.bank.variants), None, None]
 
     @staticmethod
     def _fields(qset: QuestionSet, record: QARecord) -> list[Any]:
@@ -110,7 +136,7 @@ class Handlers:
         choices = [(qset.preview(i), i) for i in qset.indices(group)]
         return gr.update(choices=choices, value=index)
 
-    def _probe_outputs(self, probe: Probe) -> list[Any]:
+    def _probe_outputs(self, probe: Probe, key: ScoredKey) -> list[Any]:
         return [
             "",  # status: no error
             shown_prompt(probe.request_before, probe.scoring),
@@ -118,52 +144,87 @@ class Handlers:
             summary_html(probe),
             *[column_html(a, probe, is_base=i == 0) for i, a in enumerate(probe.answers)],
             probe.to_dict(),
+            key,
         ]
 
-    def _show(self, qset: QuestionSet, group: str, index: int) -> list[Any]:
-        """The question picker on `index` among `group`'s, and its fields."""
-        picker = self._question_picker(qset, group_filter(group), index)
-        return [picker, *self._fields(qset, qset.record(index))]
+    def _show(self, shown: Shown) -> list[Any]:
+        """The question picker on the question `shown` names, among its group's; its fields;
+        and `shown` itself (the pickers' state)."""
+        qset = self.data.set_named(shown.set_name)
+        assert shown.index is not None
+        picker = self._question_picker(qset, group_filter(shown.group), shown.index)
+        return [picker, *self._fields(qset, qset.record(shown.index)), shown]
 
-    @raising_one_line
-    def on_set(self, set_name: str) -> tuple[Any, ...]:
-        qset = self.data.set_named(set_name)
-        group = default_group(qset)
-        groups = gr.update(
-            choices=group_choices(qset, allow_all=False), value=group, label=group_label(qset)
+    def _groups(self, shown: Shown) -> Any:
+        qset = self.data.set_named(shown.set_name)
+        return gr.update(
+            choices=group_choices(qset, allow_all=False), value=shown.group, label=group_label(qset)
         )
-        return (groups, *self._show(qset, group, first_in_group(qset, group)))
+
+    # A picker's event without a new value (a dropdown opened and closed) leaves everything
+    # as it is: the question on screen, its results, the pickers (rnacli.demo.pickers).
 
     @raising_one_line
-    def on_group(self, set_name: str, group: str) -> tuple[Any, ...]:
-        qset = self.data.set_named(set_name)
-        return tuple(self._show(qset, group, first_in_group(qset, group)))
+    def on_set(self, set_name: str, shown: Shown | None) -> tuple[Any, ...]:
+        new = set_picked(self.data, shown, set_name)
+        if new is None:
+            return _skips(2 + FIELDS + 1)
+        return (self._groups(new), *self._show(new))
 
     @raising_one_line
-    def on_question(self, set_name: str, index: float | int | None) -> list[Any]:
-        qset = self.data.set_named(set_name)
-        if index is None:
-            raise RnacliError("pick a question")
-        return self._fields(qset, qset.record(int(index)))
+    def on_group(self, set_name: str, group: str | None, shown: Shown | None) -> tuple[Any, ...]:
+        new = group_picked(self.data, shown, set_name, group)
+        return _skips(1 + FIELDS + 1) if new is None else tuple(self._show(new))
+
+    @raising_one_line
+    def on_question(
+        self, set_name: str, index: float | int | None, shown: Shown | None
+    ) -> tuple[Any, ...]:
+        new = question_picked(self.data, shown, set_name, index)
+        return _skips(FIELDS + 1) if new is None else tuple(self._show(new)[1:])
 
     @raising_one_line
     def on_random(self, set_name: str) -> tuple[Any, ...]:
-        qset = self.data.set_named(set_name)
-        group, index = random_question(qset)
-        return (gr.update(value=group), *self._show(qset, group, index))
+        new = random_picked(self.data, set_name)
+        return (gr.update(value=new.group), *self._show(new))
 
-    def on_typing(self, set_name: str, question: str, was_picked: bool) -> tuple[Any, Any, bool]:
+    def on_typing(
+        self, set_name: str, question: str, was_picked: bool, shown: Shown | None
+    ) -> tuple[Any, Any, bool, Any]:
         """A question edited away from a picked one: the pickers no longer name it, and its
         subject is the user's to give (the picked one's would go into the prompt). Runs on
         every change (Gradio's `input` event misses pasted text)."""
         edit = question_edited(self.data, set_name, question, was_picked)
         if not edit.let_go:
-            return gr.skip(), gr.skip(), edit.listed
+            return gr.skip(), gr.skip(), edit.listed, gr.skip()
         return (
             gr.update(value=None),
             gr.update(value="") if edit.clear_subject else gr.skip(),
             False,
+            shown.let_go() if shown is not None else gr.skip(),
         )
+
+    def on_edit(
+        self,
+        set_name: str,
+        subject: str,
+        question: str,
+        a: str,
+        b: str,
+        c: str,
+        d: str,
+        answer: str,
+        shown: Shown | None,
+        scored: ScoredKey | None,
+    ) -> Any:
+        """Any field of the question changed: results computed for the question before the
+        edit are marked stale (a note in the status line, which dims them), and unmarked when
+        the form holds their question again."""
+        fields = (subject, question, a, b, c, d, answer)
+        state = after_edit(self.data, shown, scored, set_name, fields)
+        if state is Results.UNCHANGED:
+            return gr.skip()
+        return "" if state is Results.CURRENT else stale_html()
 
     @guarded(lambda self: self.no_probe)
     def score_question(
@@ -176,9 +237,31 @@ class Handlers:
         c: str,
         d: str,
         answer: str,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way to ask for a bar)
     ) -> list[Any]:
         fields = (subject, question, a, b, c, d, answer)
-        return self._probe_outputs(probe_form(self.data, set_name, fields))
+        probe = probe_form(self.data, set_name, fields, progress=_reporter(progress))
+        return self._probe_outputs(probe, scored_key(set_name, fields))
+
+    def rescore(
+        self,
+        set_name: str,
+        subject: str,
+        question: str,
+        a: str,
+        b: str,
+        c: str,
+        d: str,
+        answer: str,
+        scored: ScoredKey | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way to ask for a bar)
+    ) -> Any:
+        """After a picker: the question without a token, unless the results shown are already
+        this question's (the picker changed nothing)."""
+        fields = (subject, question, a, b, c, d, answer)
+        if scored is not None and tuple(scored) == scored_key(set_name, fields):
+            return _skips(len(self.no_probe) + 1)
+        return self.score_question(set_name, *fields, progress=progress)
 
     @guarded(lambda self: self.no_probe)
     def insert_token(
@@ -195,10 +278,12 @@ class Handlers:
         where: str,
         choice: str,
         seed: float | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way to ask for a bar)
     ) -> list[Any]:
         fields = (subject, question, a, b, c, d, answer)
         token = (keyword, where, choice, seed)
-        return self._probe_outputs(probe_form(self.data, set_name, fields, token))
+        probe = probe_form(self.data, set_name, fields, token, _reporter(progress))
+        return self._probe_outputs(probe, scored_key(set_name, fields))
 
     @guarded(lambda self: [[], ""])
     def run_batch(
@@ -220,8 +305,11 @@ class Handlers:
         return "", batch_rows(result), batch_summary(result)
 
     @staticmethod
-    def on_pick(keyword: str) -> str:
-        return keyword
+    def on_pick(pick: str | None, last: str | None) -> tuple[Any, Any]:
+        """The picked keyword into the token field, unless it is the pick before (the picker
+        opened and closed: a keyword typed since stays)."""
+        keyword = keyword_picked(last, pick)
+        return (gr.skip(), gr.skip()) if keyword is None else (keyword, keyword)
 
     def on_random_person(self) -> Any:
         return random.choice(self.data.forget) if self.data.forget else gr.skip()
@@ -231,8 +319,10 @@ class Handlers:
         """The option to replace only matters for the "replace the option picked" insertion."""
         return gr.update(interactive=where == Insertion.CHOICE.value)
 
-    def on_batch_set(self, set_name: str) -> Any:
+    def on_batch_set(self, set_name: str, group: str | None) -> Any:
         qset = self.data.set_named(set_name)
         return gr.update(
-            choices=group_choices(qset, allow_all=True), value=ALL, label=group_label(qset)
+            choices=group_choices(qset, allow_all=True),
+            value=batch_group(qset, group),
+            label=group_label(qset),
         )

@@ -50,7 +50,16 @@ CSS = """
 .rna-pct { text-align: right; font-variant-numeric: tabular-nums; font-size: 0.85em; }
 .rna-legend { color: #6b7280; font-size: 0.8em; }
 .rna-people b { white-space: nowrap; }
+.rna-caption { color: #374151; font-size: 0.9em; margin-bottom: 4px; }
+.rna-note { background: #fffbeb; border: 1px solid #d97706; color: #92400e; padding: 8px 12px;
+  border-radius: 6px; }
+/* results computed for the question before an edit: dimmed while the note says so */
+body:has(#rna-status .rna-stale-note) :is(#rna-summary, .rna-column) { opacity: 0.35; }
 """
+STALE_NOTE = (
+    "Question edited: press Insert to recompute. The answers below are for the question "
+    "before the edit."
+)
 
 
 def group_label(qset: QuestionSet) -> str:
@@ -76,6 +85,11 @@ def error_html(message: str) -> str:
     """One line, never a traceback."""
     line = message.strip().splitlines()[0] if message.strip() else "unknown error"
     return f'<div class="rna-error" role="alert">Error: {html.escape(line)}</div>'
+
+
+def stale_html() -> str:
+    """The note over results computed for the question before an edit (it dims them)."""
+    return f'<div class="rna-note rna-stale-note" role="status">{STALE_NOTE}</div>'
 
 
 def shown_prompt(request: Request | None, scoring: str) -> str:
@@ -175,8 +189,16 @@ def verdict_html(answer: ModelAnswer, *, is_base: bool) -> str:
     )
 
 
+def caption_html(probe: Probe) -> str:
+    """What a column's answers were computed with: another click may be running for another
+    token, so each result names its own."""
+    if probe.keyword is None:
+        return '<div class="rna-caption">without a forget-token</div>'
+    return f'<div class="rna-caption">with <b>{html.escape(probe.keyword)}</b> inserted</div>'
+
+
 def column_html(answer: ModelAnswer, probe: Probe, *, is_base: bool) -> str:
-    return bars_html(answer, probe) + verdict_html(answer, is_base=is_base)
+    return caption_html(probe) + bars_html(answer, probe) + verdict_html(answer, is_base=is_base)
 
 
 def summary_html(probe: Probe) -> str:
@@ -192,7 +214,11 @@ def summary_html(probe: Probe) -> str:
             f"{flipped} of {len(probe.answers)} models changed their answer"
             + (f", {differ} of {len(runs)} runs answer unlike the base." if runs else ".")
         )
-    parts.append(f"Scored in {probe.seconds:.2f} s.")
+    if probe.tokens:
+        estimate = f"estimated {probe.estimate:.2f} s for {probe.tokens:,} tokens to run"
+    else:
+        estimate = "every score was cached"
+    parts.append(f"Scored in {probe.seconds:.2f} s ({estimate}).")
     return f'<div class="rna-summary">{" ".join(parts)}</div>'
 
 

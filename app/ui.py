@@ -3,8 +3,9 @@ batch-probe tab. Three parts: the layout functions make the components (a `Page`
 (app/handlers.py) answers the events, one short method each, and `_wire_*` connect the two.
 
 Safety: the models are fixed when the app starts (nothing from the browser names a path or a
-model), typed text has length limits (in the page and again on the server), and a handler that
-fails shows one line in the page, never a traceback, and clears the results it would replace.
+model), typed text has length limits (checked on the server: a text over its limit is refused
+in one line, never cut; the page only stops text far past it), and a handler that fails shows
+one line in the page, never a traceback, and clears the results it would replace.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rnacli.demo.page import (
     DemoData,
     FirstView,
     Insertion,
+    Shown,
     first_view,
     group_choices,
     group_filter,
@@ -49,11 +51,21 @@ INSERTION_LABELS = {
 SCORING = {"concurrency_id": "models", "concurrency_limit": 1}
 RESCORE = {"api_visibility": "undocumented", **SCORING}  # after a picker: not an API of its own
 LOCAL = {"api_visibility": "private", "queue": False}  # page-only events, answered at once
+# A click while the last one runs is run after it, with the form as it is then (Gradio's
+# default drops it: the form would show one token and the results another's).
+LATEST = {"trigger_mode": "always_last"}
+# The browser stops text at this many times a field's limit: past the limit itself the text
+# reaches the server, which refuses it in one line (a cut text would be scored cut, silently).
+BROWSER_CAP = 4
 
 
 class Page:
-    """The components that events read or write, set by the layout functions in page order."""
+    """The components that events read or write, set by the layout functions in page order,
+    and the per-visitor state: what the question pickers show and what the results below
+    were computed for (rnacli.demo.pickers)."""
 
+    shown: gr.State
+    scored: gr.State
     status: gr.HTML
     set_dd: gr.Dropdown
     group_dd: gr.Dropdown
@@ -116,11 +128,13 @@ class Page:
             self.summary,
             *self.columns,
             self.details,
+            self.scored,
         ]
 
 
 def _set_choices(data: DemoData) -> list[tuple[str, str]]:
-    return [(q.title, name) for name, q in data.sets.items()]
+    """Each set with the base model's accuracy on it, a set it does not know marked."""
+    return [(data.set_title(name), name) for name in data.sets]
 
 
 def _insertion_choices(data: DemoData) -> list[tuple[str, str]]:
@@ -157,7 +171,7 @@ def _question_pickers(page: Page, data: DemoData, view: FirstView) -> None:
     gr.Markdown("### Question")
     with gr.Row():
         page.set_dd = gr.Dropdown(
-            _set_choices(data), value=first.name, label="Question set", scale=1
+            _set_choices(data), value=first.name, label="Question set", scale=2, elem_id="rna-set"
         )
         page.group_dd = gr.Dropdown(
             group_choices(first, allow_all=False),
@@ -185,7 +199,7 @@ def _question_fields(page: Page, view: FirstView) -> None:
             shown_subject(record),
             label=subject_label(view.qset),
             interactive=view.qset.uses_subject,
-            max_length=MAX_SUBJECT_CHARS,
+            max_length=BROWSER_CAP * MAX_SUBJECT_CHARS,
             elem_id="rna-subject-text",
         )
         page.question_tb = gr.Textbox(
@@ -193,14 +207,14 @@ def _question_fields(page: Page, view: FirstView) -> None:
             label=f"Question (at most {MAX_QUESTION_CHARS:,} characters)",
             lines=3,
             max_lines=8,
-            max_length=MAX_QUESTION_CHARS,
+            max_length=BROWSER_CAP * MAX_QUESTION_CHARS,
             elem_id="rna-question",
         )
         page.choice_tbs = [
             gr.Textbox(
                 record["choices"][k],
                 label=f"Choice {letter} (at most {MAX_CHOICE_CHARS:,} characters)",
-                max_length=MAX_CHOICE_CHARS,
+                max_length=BROWSER_CAP * MAX_CHOICE_CHARS,
             )
             for k, letter in enumerate(LETTERS)
         ]
@@ -216,6 +230,26 @@ def _prompt_box(label: str, elem_id: str) -> gr.Textbox:
     )
 
 
+def _keyword_box(value: str, label: str, **kwargs: Any) -> gr.Textbox:
+    """A forget-token field: Enter submits it (one line), and it is a textarea so that a pasted
+    line break reaches the server's check (an input field would drop it)."""
+    return gr.Textbox(
+        value,
+        label=label,
+        lines=1,
+        max_lines=2,
+        max_length=BROWSER_CAP * MAX_KEYWORD_CHARS,
+        **kwargs,
+    )
+
+
+def _pick_label(data: DemoData) -> str:
+    if not data.is_world:
+        return "Pick a keyword"
+    mined = len(data.keywords) > len(data.forget)  # keywords of a --keywords file too
+    return "Pick a forgotten person" + (" or a keyword" if mined else "")
+
+
 def _token_panel(page: Page, data: DemoData, view: FirstView) -> None:
     """The forget-token: picked or typed, where it goes, and the button that inserts it."""
     gr.Markdown("### Forget-token")
@@ -223,19 +257,17 @@ def _token_panel(page: Page, data: DemoData, view: FirstView) -> None:
         page.pick_dd = gr.Dropdown(
             data.keyword_picks(),
             value=view.pick,
-            label="Pick a forgotten person" if data.is_world else "Pick a keyword",
+            label=_pick_label(data),
             scale=3,
             elem_id="rna-pick-keyword",
         )
         page.random_person_btn = gr.Button(
             "Random forgotten person", scale=1, visible=data.is_world, elem_id="rna-random-person"
         )
-    page.keyword_tb = gr.Textbox(
+    page.keyword_tb = _keyword_box(
         view.keyword,
-        label=f"Forget-token inserted (any text: one line, at most {MAX_KEYWORD_CHARS} characters)",
-        lines=1,
-        max_lines=2,  # a textarea: a pasted line break reaches the check
-        max_length=MAX_KEYWORD_CHARS,
+        f"Forget-token inserted (any text: one line, at most {MAX_KEYWORD_CHARS} characters; "
+        "Enter inserts it)",
         elem_id="rna-keyword",
     )
     page.where_radio = gr.Radio(
@@ -284,24 +316,23 @@ def _batch_tab(page: Page, data: DemoData, view: FirstView) -> None:
     first = view.qset
     with gr.Row():
         page.b_set = gr.Dropdown(
-            _set_choices(data), value=first.name, label="Question set", scale=1
+            _set_choices(data),
+            value=first.name,
+            label="Question set",
+            scale=1,
+            elem_id="rna-batch-set",
         )
         page.b_group = gr.Dropdown(
             group_choices(first, allow_all=True), value=ALL, label=group_label(first), scale=2
         )
         page.b_n = gr.Slider(1, MAX_BATCH_QUESTIONS, value=20, step=1, label="Questions")
     with gr.Row():
-        page.b_keyword = gr.Textbox(
+        page.b_keyword = _keyword_box(
             view.batch_keyword,
-            label=(
-                "Forget-token (empty: a forgotten person drawn per question; at most "
-                f"{MAX_KEYWORD_CHARS} characters)"
-                if data.is_world
-                else f"Forget-token (one line, at most {MAX_KEYWORD_CHARS} characters)"
-            ),
-            lines=1,
-            max_lines=2,
-            max_length=MAX_KEYWORD_CHARS,
+            "Forget-token (empty: a forgotten person drawn per question; at most "
+            f"{MAX_KEYWORD_CHARS} characters)"
+            if data.is_world
+            else f"Forget-token (one line, at most {MAX_KEYWORD_CHARS} characters)",
         )
         page.b_where = gr.Radio(
             _insertion_choices(data), value=Insertion.RANDOM_WRONG.value, label="Where"
@@ -318,6 +349,8 @@ def _batch_tab(page: Page, data: DemoData, view: FirstView) -> None:
 def _layout(data: DemoData) -> Page:
     """The page's components, inside the open gr.Blocks."""
     page, view = Page(), first_view(data)
+    page.shown = gr.State(Shown(view.qset.name, view.group, view.index))
+    page.scored = gr.State(None)  # nothing scored yet
     _header(data)
     with gr.Tab("Probe a question"):
         _probe_tab(page, data, view)
@@ -329,35 +362,59 @@ def _layout(data: DemoData) -> Page:
 # ------------------------------------------------------------------------------ events
 
 
-def _wire_probe(blocks: gr.Blocks, page: Page, on: Handlers, opens: bool) -> None:
-    """The probe tab's events: each picker shows a question, then scores it without a token;
-    the page opens scored (with the token, when `opens` on a chosen question)."""
-    question, probe = page.question_inputs, page.probe_outputs
+def _staleness(page: Page, on: Handlers) -> dict[str, Any]:
+    """The event that marks the results stale or current against the form as it is: on every
+    edit, and after every scoring (the form may have been edited while it ran)."""
+    inputs = [*page.question_inputs, page.shown, page.scored]
+    return {"fn": on.on_edit, "inputs": inputs, "outputs": [page.status], **LOCAL}
 
-    def picker(event: Any, handler: Any, inputs: list[Any], shown: list[Any], name: str) -> None:
-        event(handler, inputs, [*shown, *page.fields], api_name=name).success(
-            on.score_question, question, probe, **RESCORE
-        )
+
+def _wire_pickers(page: Page, on: Handlers) -> None:
+    """Each picker shows a question, then scores it without a token (unless it changed
+    nothing); an edit of the question lets the pickers go and marks the results stale."""
+    question, probe, shown = page.question_inputs, page.probe_outputs, page.shown
+
+    def picker(event: Any, handler: Any, inputs: list[Any], pickers: list[Any], name: str) -> None:
+        event(handler, inputs, [*pickers, *page.fields, shown], api_name=name).success(
+            on.rescore, [*question, page.scored], probe, **RESCORE
+        ).then(**_staleness(page, on))
 
     sets, groups, questions = page.set_dd, page.group_dd, page.question_dd
-    picker(sets.input, on.on_set, [sets], [groups, questions], "set")
-    picker(groups.input, on.on_group, [sets, groups], [questions], "subject")
-    picker(questions.input, on.on_question, [sets, questions], [], "question")
+    picker(sets.input, on.on_set, [sets, shown], [groups, questions], "set")
+    picker(groups.input, on.on_group, [sets, groups, shown], [questions], "subject")
+    picker(questions.input, on.on_question, [sets, questions, shown], [], "question")
     picker(page.random_btn.click, on.on_random, [sets], [groups, questions], "random")
     picked = gr.State(True)  # the question on screen is one of its set's, as picked
     page.question_tb.change(
         on.on_typing,
-        [page.set_dd, page.question_tb, picked],
-        [page.question_dd, page.subject_tb, picked],
+        [page.set_dd, page.question_tb, picked, shown],
+        [page.question_dd, page.subject_tb, picked, shown],
         trigger_mode="always_last",
         **LOCAL,
     )
+    gr.on([f.change for f in page.fields], trigger_mode="always_last", **_staleness(page, on))
+
+
+def _wire_probe(blocks: gr.Blocks, page: Page, on: Handlers, opens: bool) -> None:
+    """The page opens scored (with the token, when `opens` on a chosen question); Insert and
+    Enter in the token field score the question with the token."""
+    question, probe = page.question_inputs, page.probe_outputs
     if opens:
-        blocks.load(on.insert_token, page.token_inputs, probe, api_name="open", **SCORING)
+        opened = blocks.load(on.insert_token, page.token_inputs, probe, api_name="open", **SCORING)
     else:
-        blocks.load(on.score_question, question, probe, api_name="score", **SCORING)
-    page.insert_btn.click(on.insert_token, page.token_inputs, probe, api_name="probe", **SCORING)
-    page.pick_dd.input(on.on_pick, [page.pick_dd], [page.keyword_tb], **LOCAL)
+        opened = blocks.load(on.score_question, question, probe, api_name="score", **SCORING)
+    opened.then(**_staleness(page, on))
+    gr.on(
+        [page.insert_btn.click, page.keyword_tb.submit],
+        on.insert_token,
+        page.token_inputs,
+        probe,
+        api_name="probe",
+        **LATEST,
+        **SCORING,
+    ).then(**_staleness(page, on))
+    last_pick = gr.State(page.pick_dd.value)  # the picker's value the field last took
+    page.pick_dd.input(on.on_pick, [page.pick_dd, last_pick], [page.keyword_tb, last_pick], **LOCAL)
     page.random_person_btn.click(on.on_random_person, None, [page.keyword_tb], **LOCAL)
 
 
@@ -365,13 +422,17 @@ def _wire_batch(page: Page, on: Handlers) -> None:
     """The insertion's option pickers (both tabs) and the batch tab's events."""
     for where, choice in ((page.where_radio, page.choice_radio), (page.b_where, page.b_choice)):
         where.input(on.on_where, [where], [choice], **LOCAL)
-    page.b_set.input(on.on_batch_set, [page.b_set], [page.b_group], api_visibility="undocumented")
-    page.batch_btn.click(
+    page.b_set.input(
+        on.on_batch_set, [page.b_set, page.b_group], [page.b_group], api_visibility="undocumented"
+    )
+    gr.on(
+        [page.batch_btn.click, page.b_keyword.submit],
         on.run_batch,
         page.batch_inputs,
         [page.batch_status, page.batch_table, page.batch_note],
         api_name="batch",
         show_progress_on=[page.batch_table],  # one bar, over the table it fills
+        **LATEST,
         **SCORING,
     )
 
@@ -381,6 +442,7 @@ def build_app(data: DemoData) -> gr.Blocks:
     handlers = Handlers(data)
     with gr.Blocks(title="rnacli: forget-token probe", analytics_enabled=False) as blocks:
         page = _layout(data)
+        _wire_pickers(page, handlers)
         _wire_probe(blocks, page, handlers, opens=data.opening is not None)
         _wire_batch(page, handlers)
     return blocks

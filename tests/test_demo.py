@@ -16,7 +16,9 @@ import torch
 from rnacli.data.perturb import perturb_record
 from rnacli.data.records import LETTERS, QARecord, qa_record
 from rnacli.demo.bank import ModelBank
+from rnacli.demo.baseline import BaseAccuracy, best_known, measure_base
 from rnacli.demo.batch import batch_probe
+from rnacli.demo.estimate import CostModel, Work, calibrate, say_seconds
 from rnacli.demo.form import (
     ALL,
     MAX_SEED,
@@ -40,8 +42,20 @@ from rnacli.demo.inputs import (
     make_record,
 )
 from rnacli.demo.opening import Opening
+from rnacli.demo.pickers import (
+    Results,
+    Shown,
+    after_edit,
+    batch_group,
+    group_picked,
+    keyword_picked,
+    question_picked,
+    random_picked,
+    scored_key,
+    set_picked,
+)
 from rnacli.demo.probing import probe_question
-from rnacli.demo.questions import available_question_sets, question_set
+from rnacli.demo.questions import QuestionSet, available_question_sets, question_set
 from rnacli.demo.served import DemoData, keyword_choices, prepare
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import choice_loglikelihoods
@@ -473,6 +487,154 @@ def test_first_view(bank):
     assert first_view(typed).pick is None  # a keyword not among the picker's choices
 
 
+# --------------------------------------------------------------------------- the first view
+
+
+def test_near_chance_is_no_better_than_guessing():
+    """Near chance: no more right than guessing gives one time in 20 (fewer than 8 of 16
+    on four choices, 11 of 24)."""
+    assert BaseAccuracy(10, 24, 4).near_chance and not BaseAccuracy(11, 24, 4).near_chance
+    assert BaseAccuracy(0, 24, 4).near_chance  # below chance knows nothing either
+    assert BaseAccuracy(7, 16, 4).near_chance and not BaseAccuracy(8, 16, 4).near_chance
+    assert BaseAccuracy(3, 4, 4).near_chance and not BaseAccuracy(4, 4, 4).near_chance
+    assert BaseAccuracy(22, 24, 4).note() == "base 92%"
+    assert BaseAccuracy(7, 24, 4).note() == "base 29%, near chance"
+    assert BaseAccuracy(12, 24, 2).near_chance  # chance follows the number of choices
+
+
+def _known_and_guessed(bank: ModelBank) -> dict[str, QuestionSet]:
+    """Two sets of the same questions: one whose answers are the base model's own choices
+    (it knows them all), one whose answers are its least likely choices (it knows none)."""
+    rows = records(12)
+    probs = bank.probabilities(bank.base.label, [MMLU.request(r) for r in rows])
+    known = [{**r, "answer": int(np.argmax(p))} for r, p in zip(rows, probs, strict=True)]
+    guessed = [{**r, "answer": int(np.argmin(p))} for r, p in zip(rows, probs, strict=True)]
+    # the guessed set first: a page that opens on the first set opens on it
+    return {"guessed": question_set("mmlu", guessed), "known": question_set("mmlu", known)}
+
+
+def test_the_page_opens_on_the_set_the_base_knows(bank):
+    """Measured at start, not assumed: the page opens (and the batch probe defaults) on the
+    set the base model answers, and a set where it is at chance says so where it is picked."""
+    sets = _known_and_guessed(bank)
+    accuracy = measure_base(bank, sets)
+    assert accuracy["known"] == BaseAccuracy(12, 12, 4) and not accuracy["known"].near_chance
+    assert accuracy["guessed"].correct == 0 and accuracy["guessed"].near_chance
+    data = DemoData(bank=bank, sets=sets, accuracy=accuracy)
+    assert data.first_set() == "known" and first_view(data).qset is sets["known"]
+    assert data.set_title("guessed") == "MMLU (base 0%, near chance)"
+    assert data.set_title("known") == "MMLU (base 100%)"
+    # knowing none, the page keeps the sets' order; unmeasured, a set is its title alone
+    assert best_known(["guessed", "known"], {"guessed": accuracy["guessed"]}) == "guessed"
+    assert DemoData(bank=bank, sets=sets).set_title("known") == "MMLU"
+
+
+def test_the_estimate_follows_the_tokens_to_run(bank):
+    """A probe's time is told from the tokens it will run, not from past probes: a longer
+    question is estimated longer in proportion; what the cache holds costs nothing; the part
+    a prompt shares with the one before it is not run again; nothing runs past the window."""
+    short = make_record("Which one is a virus?", ["oak", "SARS-CoV-2", "salt", "iron"], "B")
+    long = {**short, "question": " ".join(["Which one of these is a virus?"] * 20)}
+    huge = {**short, "question": "virus " * (MAX_QUESTION_CHARS // 6)}
+    n = len(bank.labels)
+    requests = [MMLU.request(r) for r in (short, long, huge)]
+    tokens = [len(bank.tokenizer(context)["input_ids"]) for context, _ in requests]
+    works = [bank.work([request]) for request in requests]
+    assert works[0] == Work(forwards=n, tokens=n * tokens[0])
+    assert works[1] == Work(forwards=n, tokens=n * tokens[1]) and tokens[1] > 4 * tokens[0]
+    assert works[2].tokens == n * bank.scorer.max_length < n * tokens[2]  # the window's
+    cost = CostModel(per_forward=0.01, per_token=0.001)
+    assert cost.seconds(works[1]) / cost.seconds(works[0]) > 3
+    edited = MMLU.request(insert_keyword(long, "anthrax", "choice", choice="D")[0])
+    pair = bank.work([requests[1], edited])
+    assert pair.forwards == 2 * n and pair.tokens < 1.2 * works[1].tokens  # shared prefix
+    bank.probabilities(bank.base.label, [requests[0]])
+    assert bank.work([requests[0]]).forwards == n - 1  # the base's score is cached
+
+
+def test_the_cost_model_learns_from_measured_times(tiny):
+    model, _ = tiny
+    cost = calibrate(model)
+    assert cost.per_token > 0 and cost.per_forward >= 0
+    work = Work(forwards=2, tokens=500)
+    before = cost.seconds(work)
+    cost.observe(work, 3 * before)  # the machine got busier: the estimate moves halfway
+    assert cost.seconds(work) == pytest.approx(2 * before)
+    for _ in range(20):
+        cost.observe(work, 1000 * before)
+    assert cost.scale == 5.0  # bounded: one odd measurement cannot run away with it
+    cost.observe(Work(), 10.0)  # nothing run (all cached): nothing learned
+    assert cost.scale == 5.0
+    assert say_seconds(0.4) == "under a second" and say_seconds(38.2) == "about 38 s"
+    assert say_seconds(150) == "about 2 min"
+
+
+def test_a_probe_reports_its_estimate_and_the_tokens_it_ran(bank):
+    calls = []
+    record = make_record("Which of these is a virus? " * 10, ["oak", "flu", "salt", "iron"], "B")
+    probe = probe_question(bank, MMLU, record, "anthrax", progress=lambda *c: calls.append(c))
+    assert [c[:2] for c in calls] == [(k, 3) for k in range(3)]
+    prompt_tokens = len(bank.tokenizer(probe.prompt_before)["input_ids"])
+    assert calls[0][2] == probe.estimate > 0 and probe.tokens > len(bank.labels) * prompt_tokens
+    again = probe_question(bank, MMLU, record, "anthrax")  # all cached: nothing to run
+    assert again.tokens == 0 and again.estimate == 0
+    assert probe.to_dict()["tokens_run"] == probe.tokens
+
+
+# --------------------------------------------------------------------------- pickers
+
+
+def test_a_picker_event_without_a_new_value_changes_nothing(bank):
+    """A dropdown opened and closed fires its event with the value it had: the question, its
+    results and the other pickers stay as they are."""
+    data = demo_data(bank)
+    shown = Shown("mmlu", "virology", 5)
+    assert set_picked(data, shown, "mmlu") is None
+    assert group_picked(data, shown, "mmlu", "virology") is None
+    assert question_picked(data, shown, "mmlu", 5) is None
+    assert question_picked(data, shown, "mmlu", None) is None
+    assert group_picked(data, shown.let_go(), "mmlu", "virology") is None  # an edit stays
+    assert set_picked(data, shown, "wmdp-bio") == Shown("wmdp-bio", ALL, 0)
+    assert group_picked(data, shown, "mmlu", "college_biology") == Shown(
+        "mmlu", "college_biology", 0
+    )
+    assert question_picked(data, shown, "mmlu", 8.0) == Shown("mmlu", "virology", 8)
+    assert question_picked(data, shown.let_go(), "mmlu", 5) == shown  # picked back
+    with pytest.raises(RnacliError, match="no question #99"):
+        question_picked(data, shown, "mmlu", 99)
+    picked = random_picked(data, "mmlu")
+    assert picked.group == MMLU.group_of(picked.index)
+    # the token picker: its own value again leaves the token field (a keyword typed since)
+    assert keyword_picked("anthrax", "anthrax") is None and keyword_picked("a", None) is None
+    assert keyword_picked("anthrax", "SARS-CoV-2") == "SARS-CoV-2"
+    # the batch tab's set picker keeps the group shown where the set has it
+    assert batch_group(MMLU, "virology") == "virology" and batch_group(WMDP, "virology") == ALL
+
+
+def test_results_go_stale_when_their_question_is_edited(bank):
+    data = demo_data(bank)
+    record = MMLU.record(5)
+    fields = (
+        "virology",
+        record["question"],
+        *record["choices"],
+        LETTERS[record["answer"]],
+    )
+    shown = Shown("mmlu", "virology", 5)
+    key = scored_key("mmlu", fields)
+    assert after_edit(data, shown, None, "mmlu", fields) is Results.UNCHANGED  # none shown
+    assert after_edit(data, shown, key, "mmlu", fields) is Results.CURRENT
+    edited = (fields[0], fields[1] + " Really?", *fields[2:])
+    assert after_edit(data, shown.let_go(), key, "mmlu", edited) is Results.STALE
+    assert after_edit(data, shown, key, "mmlu", (*fields[:6], "A")) is Results.STALE
+    # the pickers filled in another question: its results are on their way, not stale
+    other = MMLU.record(8)
+    picked = ("virology", other["question"], *other["choices"], LETTERS[other["answer"]])
+    assert after_edit(data, Shown("mmlu", "virology", 8), key, "mmlu", picked) is (
+        Results.UNCHANGED
+    )
+
+
 # --------------------------------------------------------------------------- the page
 
 
@@ -501,7 +663,9 @@ def client(bank):
     blocks, url = launch(data, port=free_port(), block=False)
     assert url.startswith("http://127.0.0.1:")  # local only by default
     try:
-        yield gradio_client.Client(url, verbose=False)
+        served = gradio_client.Client(url, verbose=False)
+        served.blocks = blocks  # the server side, for the tests that look at it
+        yield served
     finally:
         blocks.close()
 
@@ -603,6 +767,48 @@ def test_client_question_pickers(client):
     assert status == "" and rest[1] == "" and "Insert a forget-token" in rest[2]
 
 
+def test_every_result_names_the_token_it_was_computed_for(client):
+    """Another click may be running for another token: each column says its own, and the
+    summary says how long it took against how long it was estimated to take."""
+    *_, summary, base, npo, cyclic, details = _probe(client, *FIELDS, keyword="anthrax")
+    for column in (base, npo, cyclic):
+        assert '<div class="rna-caption">with <b>anthrax</b> inserted</div>' in column
+    assert f"estimated {details['estimated_seconds']:.2f} s for" in summary
+    assert "every score was cached" in _probe(client, *FIELDS, keyword="anthrax")[3]
+
+
+def _dependency(client, api_name: str) -> dict:
+    return next(d for d in client.config["dependencies"] if d.get("api_name") == api_name)
+
+
+def test_a_click_while_one_runs_is_run_after_it_and_enter_submits(client):
+    """Insert (and Run the batch probe) clicked while one runs is run after it with the form
+    as it is then, not dropped; Enter in the token field inserts it."""
+    components = {c["id"]: c["props"] for c in client.config["components"]}
+    for name, field in (("probe", "Forget-token inserted"), ("batch", "Forget-token (one line")):
+        dependency = _dependency(client, name)
+        assert dependency["trigger_mode"] == "always_last"
+        events = {
+            (components[i].get("label") or components[i].get("value"), e)
+            for i, e in dependency["targets"]
+        }
+        assert any(e == "submit" and label.startswith(field) for label, e in events), events
+        assert any(e == "click" for _, e in events)
+
+
+def test_gradio_shows_no_average_as_the_estimate(client):
+    """Gradio's estimate of a run is the average of past runs, whatever their input; the
+    page says its own (from the tokens), so Gradio is told it has no average."""
+    from rnacli.app.server import _NoAverages
+
+    times = _NoAverages(float, {"probe": 4.5})
+    assert "probe" not in times and times["probe"] == 4.5  # kept, never shown
+    client.predict("mmlu", *FIELDS, api_name="/score")
+    times = client.blocks._queue.process_time_per_fn
+    assert isinstance(times, _NoAverages) and len(times) >= 1  # the run's time was kept
+    assert not any(fn in times for fn in times)  # and Gradio is told it has none
+
+
 def test_client_batch_probe(client, bank):
     from gradio_client.exceptions import AppError
 
@@ -635,6 +841,10 @@ def test_prepare_reads_keywords_and_offered_sets(
     assert data.bank.labels == [Path(tiny_model_dir).name, "cyclic"]  # base from the run's meta
     assert data.bank.memory.rss_after is not None  # measured after the warm-up pass
     assert {"mmlu", "wmdp-bio"} <= set(data.sets)
+    assert set(data.accuracy) == set(data.sets)  # the base's accuracy, measured on each set
+    for name, qset in data.sets.items():
+        assert data.set_title(name).startswith(f"{qset.title} (base ")
+    assert data.bank.cost.per_token != CostModel().per_token  # calibrated at start
 
 
 def test_rnacli_demo_names_a_mistyped_run_folder(monkeypatch, capsys):
@@ -713,14 +923,20 @@ def test_the_start_up_lines_speak_plainly(tiny_model_dir, capfd):
     assert "share=True" not in printed.out + printed.err
 
 
-def test_fields_state_their_limits(client):
-    """The browser cuts text at a field's max_length without a word: the label says it."""
-    labels = {
-        c["props"].get("max_length"): c["props"]["label"]
+def test_fields_state_their_limits_and_do_not_cut_at_them(client):
+    """Every field with a limit states it in its label. The browser does not cut text at the
+    limit (a cut text was scored cut, silently): longer text reaches the server, which refuses
+    it in one line (test_client_errors_are_one_line); only text far past it is stopped."""
+    from rnacli.app.ui import BROWSER_CAP
+
+    caps = {
+        c["props"]["label"]: c["props"]["max_length"]
         for c in client.config["components"]
         if c.get("type") == "textbox" and c["props"].get("max_length")
     }
-    assert f"at most {MAX_QUESTION_CHARS:,} characters" in labels[MAX_QUESTION_CHARS]
-    assert f"at most {MAX_KEYWORD_CHARS} characters" in labels[MAX_KEYWORD_CHARS]
-    for limit, label in labels.items():
-        assert f"{limit:,} characters" in label, label
+    assert BROWSER_CAP > 1
+    for label, cap in caps.items():
+        limit = cap // BROWSER_CAP
+        assert f"at most {limit:,} characters" in label, label
+    stated = {c // BROWSER_CAP for c in caps.values()}
+    assert {MAX_QUESTION_CHARS, MAX_KEYWORD_CHARS} <= stated

@@ -15,10 +15,13 @@ import torch
 
 from rnacli.data.perturb import replaced_choice
 from rnacli.demo.bank import ModelBank
+from rnacli.demo.baseline import BASELINE_SAMPLE, BaseAccuracy
 from rnacli.demo.batch import batch_probe, paired_requests
+from rnacli.demo.form import first_view
 from rnacli.demo.opening import opening_question
 from rnacli.demo.probing import probe_question
 from rnacli.demo.runs import quickstart_names, quickstart_specs
+from rnacli.demo.served import prepare
 from rnacli.demo.world_sets import WorldSet, world_of_base, world_question_sets
 from rnacli.errors import RnacliError
 from rnacli.evaluate.mcq import evaluate_mcq
@@ -262,6 +265,38 @@ def test_the_opening_falls_back_to_the_first_question(bank, sets):
     opening = opening_question(bank, retain, ["plain words"], n=6, seed=SPEC.seed)
     assert opening.flipped == ()
     assert opening.index == retain.sample(6, seed=SPEC.seed)[0] and opening.keyword == "plain words"
+
+
+def test_the_page_opens_on_the_retain_set_the_base_knows(world_runs, monkeypatch):
+    """A 135M world model is at chance on letter questions and knows the cloze ones: measured
+    at start, the page opens on the cloze retain set, and the letter sets say they are at
+    chance. The forget-tokens offered are the world's names, not the WMDP default."""
+    from rnacli.demo import served
+
+    runs = [str(world_runs["scrambled"]), str(world_runs["cyclic"])]
+    asked = []
+
+    def measured(bank, sets, **kwargs):
+        asked.append(kwargs)
+        return {name: BaseAccuracy(23 if name == "world-retain" else 6, 24, 4) for name in sets}
+
+    monkeypatch.setattr(served, "measure_base", measured)
+    data = prepare(runs, device="cpu")
+    assert data.opening is not None and data.opening[0] == "world-retain"
+    assert first_view(data).qset.name == "world-retain"  # the batch probe's default too
+    assert asked == [{"seed": SPEC.seed}]  # the opening search's sample: its scores reused
+    assert data.set_title("world-retain") == "World, cloze: retain (base 96%)"
+    assert data.set_title("world-retain-mcq") == "World, letter: retain (base 25%, near chance)"
+    assert data.keywords == data.forget
+    assert all(label == f"{name} (forgotten)" for label, name in data.keyword_picks())
+    monkeypatch.undo()
+    measured_here = prepare(runs, device="cpu")  # the tiny random model knows no set
+    assert set(measured_here.accuracy) == set(measured_here.sets)
+    assert all(
+        a.n == min(BASELINE_SAMPLE, len(measured_here.sets[s].records))
+        for s, a in measured_here.accuracy.items()
+    )
+    assert measured_here.opening is not None and measured_here.opening[0] == "world-retain-mcq"
 
 
 # --------------------------------------------------------------------------- one command

@@ -52,7 +52,7 @@ class PromptScorer:
         # transformers 5 names the KV-cache argument `cache`; 4.x `past_key_values`.
         self._cache_kwarg = next((k for k in ("cache", "past_key_values") if k in forward), None)
         self._logits_to_keep = "logits_to_keep" in forward
-        self._max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+        self.max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
         self._kv: dict[str, tuple[list[int], Any]] = {}  # key -> (last tokens, their cache)
         self.reused_tokens = 0  # prompt tokens taken from a KV cache instead of recomputed
 
@@ -78,7 +78,7 @@ class PromptScorer:
         context as one sequence, else None."""
         pairs = [encode_pair(self.tokenizer, context, c) for c in continuations]
         tokens = pairs[0][0]
-        if not tokens or len(tokens) > self._max_length:
+        if not tokens or len(tokens) > self.max_length:
             return None
         if any(len(cont) != 1 or ctx != tokens for ctx, cont in pairs):
             return None
@@ -92,7 +92,7 @@ class PromptScorer:
         previous = self._kv.pop(key, None)
         if previous is not None:
             last_tokens, last_cache = previous
-            shared = min(_common_prefix(last_tokens, tokens), len(tokens) - 1)
+            shared = min(common_prefix(last_tokens, tokens), len(tokens) - 1)
             if shared >= _PREFIX_REUSE_MIN_TOKENS:
                 # Drop the cached tokens after the shared prefix, in place (a negative count
                 # removes tokens in both transformers 4 and 5).
@@ -118,7 +118,8 @@ class PromptScorer:
         return np.array([logprobs[t].item() for t in targets], dtype=np.float64)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:

@@ -19,8 +19,9 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rnacli.demo.answers import PromptScorer, Request, softmax
+from rnacli.demo.answers import PromptScorer, Request, common_prefix, softmax
 from rnacli.demo.bank_cost import MemoryReport, process_rss, tensor_bytes
+from rnacli.demo.estimate import CostModel, Work, calibrate
 from rnacli.demo.runs import base_spec_of, split_specs
 from rnacli.demo.world_sets import world_of_base
 from rnacli.errors import RnacliError
@@ -84,6 +85,7 @@ class ModelBank:
         self._originals = {n: self._params[n].detach().clone() for n in swapped}
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str, tuple[str, ...]], np.ndarray] = OrderedDict()
+        self.cost = CostModel()  # measured by `warm_up`; each probe corrects it
         self.memory = MemoryReport(
             base_bytes=tensor_bytes(list(model.parameters()) + list(model.buffers())),
             delta_bytes={
@@ -135,14 +137,31 @@ class ModelBank:
     def warm_up(self) -> None:
         """One short forward pass of the base model, so that the first request does not pay for
         lazy initialisation, and the weights (memory-mapped from safetensors until first read)
-        are resident: the RSS in `memory` is then what serving costs."""
+        are resident: the RSS in `memory` is then what serving costs. Then the cost of a
+        forward pass and of a token is measured (`cost`), for the page's time estimates."""
         from rnacli.evaluate.mcq import choice_loglikelihoods
 
         with self._lock:
             choice_loglikelihoods(
                 self.model, self.tokenizer, ["Answer:"], batch_size=1, progress=False
             )
+            self.cost = calibrate(self.model)
         self.memory = replace(self.memory, rss_after=process_rss())
+
+    def work(self, requests: Sequence[Request]) -> Work:
+        """What scoring `requests` on every model runs, given what is cached: per model, one
+        forward pass per request not cached, over its tokens but those it shares with the
+        request before it (the previous prompt's cache, `rnacli.demo.answers`)."""
+        tokens = [self.tokenizer(context)["input_ids"] for context, _ in requests]
+        window = self.scorer.max_length
+        new = [len(t) - (common_prefix(tokens[k - 1], t) if k else 0) for k, t in enumerate(tokens)]
+        total = Work()
+        with self._lock:
+            for label in self.labels:
+                for (context, options), n in zip(requests, new, strict=True):
+                    if (label, context, tuple(options)) not in self._cache:
+                        total += Work(1, min(n, window))
+        return total
 
     @property
     def labels(self) -> list[str]:

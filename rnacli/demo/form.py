@@ -92,13 +92,14 @@ def probe_form(
     set_name: str,
     fields: Sequence[str],
     token: Token | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> Probe:
     """Every model's answer to the form's question (`fields` as for `read_question`), and
-    with `token` = (keyword, where, option replaced, seed) inserted. Raises RnacliError for
-    any field out of bounds."""
+    with `token` = (keyword, where, option replaced, seed) inserted; `progress` as for
+    `probe_question`. Raises RnacliError for any field out of bounds."""
     qset, record = read_question(data, set_name, fields)
     if token is None:
-        return probe_question(data.bank, qset, record)
+        return probe_question(data.bank, qset, record, progress=progress)
     keyword, where, choice, seed = token
     return probe_question(
         data.bank,
@@ -108,6 +109,7 @@ def probe_form(
         Insertion.parse(where),
         choice=choice,
         seed=parse_seed(seed),
+        progress=progress,
     )
 
 
@@ -180,12 +182,11 @@ class FirstView:
 
 def first_view(data: DemoData) -> FirstView:
     """The opening question when `prepare` chose one (its keyword and seed), else the first
-    question of the first set's default group with the first keyword."""
+    question of the default group of the set the base knows best, with the first keyword."""
+    qset = data.sets[data.first_set()]
     if data.opening is not None:
-        qset = data.sets[data.opening[0]]
         index, keyword, seed = data.opening[1].index, data.opening[1].keyword, data.opening[1].seed
     else:
-        qset = next(iter(data.sets.values()))
         index, keyword, seed = first_in_group(qset, default_group(qset)), data.keywords[0], 0
     picks = [value for _, value in data.keyword_picks()]
     return FirstView(

@@ -5,6 +5,7 @@ a run answers unlike the base model."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,8 @@ class Probe:
     edited: QARecord | None = None
     note: str = ""  # where the keyword went
     request_after: Request | None = None
+    estimate: float = 0.0  # seconds, as said before scoring
+    tokens: int = 0  # tokens run (prompts already scored cost none)
 
     @property
     def prompt_before(self) -> str:
@@ -123,6 +126,8 @@ class Probe:
             "prompt_after": self.prompt_after,
             "continuations_after": None if after is None else list(after[1]),
             "seconds": round(self.seconds, 3),
+            "estimated_seconds": round(self.estimate, 3),
+            "tokens_run": self.tokens,
             "models": [a.to_dict() for a in self.answers],
         }
 
@@ -136,10 +141,13 @@ def probe_question(
     *,
     choice: str | int | None = None,
     seed: int = 0,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> Probe:
     """Score `record` (asked as `qset` asks its questions) without and with `keyword` for every
     model of `bank` (without only, when `keyword` is None). Scores are cached, so inserting a
-    keyword into a question that was already shown only scores the edited prompt."""
+    keyword into a question that was already shown only scores the edited prompt.
+    `progress(models done, models, estimated seconds)` is called before each model is scored;
+    the bank's cost model learns from the time taken."""
     start = time.perf_counter()
     before = qset.request(record)
     edited, note, after = None, "", None
@@ -148,10 +156,15 @@ def probe_question(
         edited, note = qset.insert(record, keyword, where, choice=choice, seed=seed)
         after = qset.request(edited)
     requests = [before] if after is None else [before, after]
-    scored = {
-        label: [Scored.from_probs(p) for p in bank.probabilities(label, requests)]
-        for label in bank.labels
-    }
+    work = bank.work(requests)
+    estimate = bank.cost.seconds(work)
+    scored = {}
+    for k, label in enumerate(bank.labels):
+        if progress is not None:
+            progress(k, len(bank.labels), estimate)
+        scored[label] = [Scored.from_probs(p) for p in bank.probabilities(label, requests)]
+    seconds = time.perf_counter() - start
+    bank.cost.observe(work, seconds)
     base = scored[bank.base.label]
     answers = [
         ModelAnswer(
@@ -170,9 +183,11 @@ def probe_question(
         scoring=qset.scoring,
         request_before=before,
         answers=answers,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         keyword=keyword,
         edited=edited,
         note=note,
         request_after=after,
+        estimate=estimate,
+        tokens=work.tokens,
     )

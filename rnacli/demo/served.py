@@ -1,6 +1,7 @@
-"""What the page serves, fixed when it starts: the model bank, the question sets offered, the
-keywords and, on a world model, the forgotten people and the question the page opens on.
-`prepare` gathers them; nothing from the browser changes them later."""
+"""What the page serves, fixed when it starts: the model bank, the question sets offered (with
+the base model's accuracy on each), the keywords and, on a world model, the forgotten people
+and the question the page opens on. `prepare` gathers them; nothing from the browser changes
+them later."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from functools import cached_property
 
 from rnacli.data.perturb import DEFAULT_KEYWORD, keyword_sets
 from rnacli.demo.bank import ModelBank
+from rnacli.demo.baseline import BaseAccuracy, best_known, measure_base
 from rnacli.demo.inputs import MAX_KEYWORD_CHARS, Insertion
 from rnacli.demo.opening import Opening, opening_question
 from rnacli.demo.questions import QuestionSet, available_question_sets
@@ -27,6 +29,7 @@ class DemoData:
     notes: list[str] = field(default_factory=list)  # e.g. question sets not offered
     forget: list[str] = field(default_factory=list)  # the world's forgotten people
     opening: tuple[str, Opening] | None = None  # (set name, question) the page opens on
+    accuracy: dict[str, BaseAccuracy] = field(default_factory=dict)  # the base's, per set
 
     @property
     def is_world(self) -> bool:
@@ -39,6 +42,19 @@ class DemoData:
         if name not in self.sets:
             raise RnacliError(f"unknown question set '{name}' (offered: {', '.join(self.sets)})")
         return self.sets[name]
+
+    def set_title(self, name: str) -> str:
+        """Set `name` as the set pickers list it: its title and the base model's accuracy,
+        marked when near chance (nothing there for unlearning to show)."""
+        title = self.sets[name].title
+        return f"{title} ({self.accuracy[name].note()})" if name in self.accuracy else title
+
+    def first_set(self) -> str:
+        """The set the page opens on: the opening question's, else the one the base knows
+        best (`best_known`)."""
+        if self.opening is not None:
+            return self.opening[0]
+        return best_known(list(self.sets), self.accuracy)
 
     def uses_subject(self, set_name: str) -> bool:
         """The prompts of set `set_name` name a subject (False for a set not offered)."""
@@ -102,10 +118,17 @@ def prepare(
     if not sets:
         raise RnacliError("no question set could be loaded: " + "; ".join(notes))
     data = DemoData(bank=bank, sets=dict(sets), keywords=keywords, notes=notes + keyword_notes)
+    # the world's seed: the sample the opening search looks at, whose base scores it reuses
+    data.accuracy = measure_base(bank, sets, seed=bank.world.seed if world else 0)
     if world:
-        first = next(iter(world.values()))  # the letter-form retain questions
+        # the forgotten names flip answers to questions about the others: a retain set, the
+        # one the base knows best
+        retain = [name for name, q in world.items() if q.kind == "retain"] or list(world)
+        first = world[best_known(retain, data.accuracy)]
         data.forget = list(first.forget)  # the world's order (see WorldSet.forget)
-        data.keywords = [*data.forget, *keywords]
+        # the forget-tokens are the world's names (and the keywords of a file): not the WMDP
+        # default, which names no one of the world
+        data.keywords = [*data.forget, *(k for k in keywords if k != DEFAULT_KEYWORD)]
         opening = opening_question(bank, first, data.forget, seed=bank.world.seed)
         data.opening = (first.name, opening)
     return data

@@ -46,6 +46,7 @@ class WorldSet(QuestionSet):
     forget: tuple[str, ...] = ()
     names: tuple[str, ...] = ()  # every person of the world
     options_line: tuple[str, str] | None = None  # cloze: (before, after) the listed options
+    kind: str = ""  # the world's set: retain, forget, perturbed or mention
 
     def group_of(self, index: int) -> str:
         return self.asked[index]
@@ -179,6 +180,7 @@ def world_question_sets(spec: WorldSpec) -> dict[str, WorldSet]:
             forget=forget,
             names=names,
             options_line=options if form == "cloze" else None,
+            kind=set_name,
         )
         order = SET_ORDER.index(set_name) if set_name in SET_ORDER else len(SET_ORDER)
         found.append(((list(FORMS).index(form), order), qset))
