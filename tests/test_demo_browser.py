@@ -6,6 +6,7 @@ world model, a forgotten name flips the unlearned run and not the base."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +21,13 @@ from tests.tiny import save_tiny_world
 STEP_TIMEOUT_MS = 60_000
 
 
-def serve(args: list[str], tmp_path: Path, data_dir: Path) -> Iterator[tuple[str, Path]]:
-    """`python -m rnacli.app ARGS` on a free port, questions from a small data folder;
-    (url, log)."""
+def serve(
+    args: list[str], tmp_path: Path, data_dir: Path, **env: str
+) -> Iterator[tuple[str, Path]]:
+    """`python -m rnacli.app ARGS` on a free port, questions from a small data folder, `env`
+    set; (url, log)."""
     log = tmp_path / "demo.log"
-    env = {"RNACLI_DATA_DIR": str(data_dir)}
+    env = {"RNACLI_DATA_DIR": str(data_dir), **env}
     try:
         with demo_server([*args, "--device", "cpu"], free_port(), log, env) as url:
             yield url, log
@@ -231,3 +234,204 @@ def test_a_forgotten_name_flips_an_unlearned_model_on_a_world_question(
     console = log.read_text()
     assert "Traceback" not in console
     assert "refused a request" not in console  # the page sends only values Gradio accepts
+
+
+# ------------------------------------------------------------- a new visitor's first minute
+
+
+@pytest.fixture(scope="module")
+def world_page(tmp_path_factory):
+    """One world page for the tests below (each opens it afresh): two runs of a tiny world
+    model and no MMLU/WMDP, as `rnacli demo` serves after `make quickstart`."""
+    folder = tmp_path_factory.mktemp("world-page")
+    model_dir = save_tiny_world(folder / "tiny-world", SPEC)
+    runs = make_world_runs(model_dir, folder / "runs")
+    (folder / "no-data").mkdir()
+    args = [str(runs["scrambled"]), str(runs["cyclic"])]
+    # set up before the tests' own isolation (conftest): no user cache either (its MMLU)
+    yield from serve(args, folder, folder / "no-data", RNACLI_CACHE_DIR=str(folder / "cache"))
+
+
+def opened(browser, url: str):
+    """The page, once it shows its opening question with the forgotten name inserted."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_function(AFTER_IN_EVERY_COLUMN)
+    return page
+
+
+def names_inserted(page, name: str, timeout_ms: int = STEP_TIMEOUT_MS) -> None:
+    """Wait until the prompt and every column are those of `name` inserted."""
+    page.wait_for_function(
+        "name => document.querySelector('#rna-prompt-after textarea').value.includes(name)"
+        " && [...document.querySelectorAll('.rna-caption')].length === 3"
+        " && [...document.querySelectorAll('.rna-caption')].every("
+        "c => c.innerText === `with ${name} inserted`)",
+        arg=name,
+        timeout=timeout_ms,
+    )
+
+
+def dropdown_options(page, selector: str) -> list[str]:
+    """The options of the dropdown `selector`, opened and closed again (Escape)."""
+    page.locator(f"{selector} input").click()
+    listbox = page.get_by_role("listbox")
+    listbox.wait_for()
+    found = [o.inner_text().replace("✓", "").strip() for o in listbox.get_by_role("option").all()]
+    page.keyboard.press("Escape")
+    listbox.wait_for(state="detached")
+    return found
+
+
+def on_screen(page) -> tuple[str, str, str, int]:
+    """(person picker, question picker, the prompt's question line, columns with a token)."""
+    prompt = page.locator("#rna-prompt-before textarea").input_value()
+    return (
+        page.locator("#rna-subject input").input_value(),
+        page.locator("#rna-pick input").input_value(),
+        prompt.split("\n\n", 1)[1].splitlines()[0],
+        page.locator(".rna-verdict .rna-after").count(),
+    )
+
+
+def test_a_dropdown_opened_and_closed_changes_nothing(browser, world_page):
+    """Opening a picker and leaving it (a click elsewhere, Escape; one after the other) kept
+    firing its event: the question went back to the person's first and its result was
+    cleared, and the pickers came to name different questions."""
+    url, log = world_page
+    page = opened(browser, url)
+    before = on_screen(page)
+    person, question, asked, with_token = before
+    assert person in question and asked in question and with_token == 3  # they agree
+
+    def leave(selector: str, key: str | None) -> None:
+        page.locator(f"{selector} input").click()
+        page.wait_for_timeout(300)
+        if key:
+            page.keyboard.press(key)
+        else:
+            page.locator("#rna-header").click()
+
+    leave("#rna-subject", None)
+    leave("#rna-pick", "Escape")
+    leave("#rna-subject", "Escape")
+    leave("#rna-pick", "Escape")
+    page.locator("#rna-header").click()
+    page.wait_for_timeout(2500)  # what those events would have done has been done
+    assert on_screen(page) == before
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_second_insert_runs_after_the_first(browser, world_page):
+    """Insert clicked while one runs: the second runs after it (it was dropped, leaving one
+    name in the field and another's results below); each column names its token."""
+    url, _ = world_page
+    page = opened(browser, url)
+    opening = page.locator("#rna-keyword textarea").input_value()
+    people = [b.inner_text() for b in page.locator("#rna-people b").all()]
+    first, second = [name for name in people if name != opening][:2]
+    held = []  # the first insertion, held in the browser until the second click is made
+
+    def hold_first(route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/queue/join*", hold_first)
+    keyword = page.locator("#rna-keyword textarea")
+    keyword.fill(first)
+    page.locator("#rna-insert").click()
+    while not held:
+        page.wait_for_timeout(20)
+    keyword.fill(second)
+    page.locator("#rna-insert").click()  # while the first runs
+    held[0].continue_()
+    names_inserted(page, second, timeout_ms=20_000)
+    assert keyword.input_value() == second
+    summary = page.locator("#rna-summary").inner_text()
+    assert second in summary and "estimated" in summary  # the time against its estimate
+
+
+def test_enter_inserts_and_only_the_worlds_people_are_offered(browser, world_page):
+    """The token picker lists the world's forgotten people only (SARS-CoV-2, the WMDP
+    default, was among them), and opened and closed it leaves a typed token alone; Enter in
+    the token field inserts the token."""
+    url, _ = world_page
+    page = opened(browser, url)
+    people = [b.inner_text() for b in page.locator("#rna-people b").all()]
+    keyword = page.locator("#rna-keyword textarea")
+    name = next(n for n in people if n != keyword.input_value())
+    keyword.fill(name)
+    offered = dropdown_options(page, "#rna-pick-keyword")
+    assert offered == [f"{person} (forgotten)" for person in people]
+    page.locator("#rna-header").click()
+    page.wait_for_timeout(1500)
+    assert keyword.input_value() == name
+    keyword.press("Enter")
+    names_inserted(page, name)
+    assert keyword.input_value() == name  # no line break typed into it
+
+
+def test_text_over_a_limit_is_refused_not_cut(browser, world_page):
+    """The browser cut a token at 64 characters and a question at 5,000 without a word, and
+    scored what was left: now the server refuses them in one line."""
+    url, _ = world_page
+    page = opened(browser, url)
+    keyword = page.locator("#rna-keyword textarea")
+    keyword.fill("k" * 65)
+    page.locator("#rna-insert").click()
+    error = page.locator("#rna-status .rna-error")
+    error.wait_for()
+    assert error.inner_text().strip() == "Error: the forget keyword has 65 characters (at most 64)"
+    assert len(keyword.input_value()) == 65
+    keyword.fill(page.locator("#rna-people b").first.inner_text())
+    page.locator("#rna-edit").get_by_text("Edit the question").click()
+    page.locator("#rna-question textarea").fill("q" * 5001)
+    page.locator("#rna-insert").click()
+    page.wait_for_function(
+        "document.querySelector('#rna-status .rna-error')?.innerText.includes('5001 characters')"
+    )
+    assert page.locator(".rna-verdict").count() == 0  # nothing scored cut
+
+
+def test_an_edited_question_marks_its_results_stale(browser, world_page):
+    """Results under an edited question were shown as if they were its own: now a note says
+    they are the question's before the edit (and dims them), until Insert recomputes."""
+    url, _ = world_page
+    page = opened(browser, url)
+    opacity = "getComputedStyle(document.querySelector('.rna-column')).opacity"
+    assert page.evaluate(opacity) == "1"
+    page.locator("#rna-edit").get_by_text("Edit the question").click()
+    question = page.locator("#rna-question textarea")
+    original = question.input_value()
+    question.fill(original + " Really?")
+    note = page.locator("#rna-status .rna-stale-note")
+    note.wait_for()
+    assert "press Insert to recompute" in note.inner_text()
+    assert float(page.evaluate(opacity)) < 0.5
+    question.fill(original)  # their question again: current again
+    note.wait_for(state="detached")
+    question.fill(original + " Really?")
+    note.wait_for()
+    page.locator("#rna-insert").click()
+    page.wait_for_function(
+        "document.querySelector('#rna-prompt-after textarea').value.includes('Really?')"
+    )
+    assert note.count() == 0 and page.evaluate(opacity) == "1"
+
+
+def test_the_set_pickers_say_where_the_base_is_at_chance(browser, world_page):
+    """Every set offered (to probe and to batch-probe) shows the base model's accuracy on it,
+    measured at start; the tiny random model knows none: each says near chance."""
+    url, _ = world_page
+    page = opened(browser, url)
+    probe_sets = dropdown_options(page, "#rna-set")
+    assert len(probe_sets) == 8, probe_sets  # the world's tasks, letter and cloze
+    for label in probe_sets:
+        assert re.fullmatch(r"World, (letter|cloze): \w+ \(base \d+%, near chance\)", label)
+    page.get_by_role("tab", name="Batch probe").click()
+    assert dropdown_options(page, "#rna-batch-set") == probe_sets
+    shown = page.locator("#rna-batch-set input").input_value()
+    assert shown == probe_sets[0]  # the set the page opened on
