@@ -19,6 +19,7 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rnacli.data.encoding import encode_context
 from rnacli.demo.answers import PromptScorer, Request, common_prefix, softmax
 from rnacli.demo.bank_cost import MemoryReport, process_rss, tensor_bytes
 from rnacli.demo.estimate import CostModel, Work, calibrate
@@ -152,7 +153,8 @@ class ModelBank:
         """What scoring `requests` on every model runs, given what is cached: per model, one
         forward pass per request not cached, over its tokens but those it shares with the
         request before it (the previous prompt's cache, `rnacli.demo.answers`)."""
-        tokens = [self.tokenizer(context)["input_ids"] for context, _ in requests]
+        # the tokens the scorer runs: a context never ends in an EOS the tokenizer appends
+        tokens = [encode_context(self.tokenizer, context) for context, _ in requests]
         window = self.scorer.max_length
         new = [len(t) - (common_prefix(tokens[k - 1], t) if k else 0) for k, t in enumerate(tokens)]
         total = Work()
