@@ -1,8 +1,10 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from rnacli.analysis.sweep import overrides, parse_grid, point_name, points, sweep
+from rnacli.data.perturb import slug
 from rnacli.errors import RnacliError
 from tests.conftest import tiny_recipe
 
@@ -70,3 +72,108 @@ def test_sweep_trains_evaluates_and_resumes(
     monkeypatch.setattr(train_module, "train", no_training)
     again = sweep(recipe, grid, tmp_path / "sweeps")
     assert again["points"] == summary["points"]
+
+
+def seeded_recipe(tmp_path, tiny_model_dir, corpora, qa_file):
+    raw = tiny_recipe(
+        tiny_model_dir, corpora, "rmu", rna=True, train={"steps": 1, "checkpoint_every": 1}
+    )
+    raw["eval"] = {"tasks": [str(qa_file), f"perturbed-{qa_file}"], "limit": 6}
+    return write_recipe(tmp_path, raw)
+
+
+def test_sweep_with_seeds_keeps_mean_and_spread_per_point(
+    tmp_path, tiny_model_dir, corpora, qa_file, monkeypatch
+):
+    """--seeds: every point trained once per seed (train.seed); sweep.json holds per point
+    and task the mean, std, min and max over the seeds and each seed's accuracy; the plot
+    (mean line, min-max band) is written; a second call trains nothing."""
+    recipe = seeded_recipe(tmp_path, tiny_model_dir, corpora, qa_file)
+    grid = {"rna.noise_scale": [0.01, 0.3]}
+    summary = sweep(recipe, grid, tmp_path / "sweeps", seeds=[0, 1])
+    folder = tmp_path / "sweeps" / "rmu_rna"
+    saved = json.loads((folder / "sweep.json").read_text())
+    assert saved["seeds"] == [0, 1] and saved["band"] == "min-max over seeds"
+    assert [r["point"] for r in saved["points"]] == [{"rna.noise_scale": v} for v in (0.01, 0.3)]
+    for row in saved["points"]:
+        value = row["point"]["rna.noise_scale"]
+        assert row["runs"] == {
+            str(s): str(folder / f"rna.noise_scale={value}+train.seed={s}") for s in (0, 1)
+        }
+        for seed in (0, 1):
+            run = json.loads((Path(row["runs"][str(seed)]) / "recipe.json").read_text())
+            assert run["train"]["seed"] == seed and run["rna"]["noise_scale"] == value
+        assert set(row["tasks"]) == {str(qa_file), f"perturbed-{qa_file}"}
+        for result in row["tasks"].values():
+            accs = list(result["per_seed"].values())
+            assert list(result["per_seed"]) == ["0", "1"] and result["n"] == 6
+            assert result["mean"] == pytest.approx(sum(accs) / 2)
+            assert result["min"] == min(accs) and result["max"] == max(accs)
+            assert result["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
+    assert (folder / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+    import rnacli.training.loop as train_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_module, "train", no_training)
+    assert sweep(recipe, grid, tmp_path / "sweeps", seeds=[0, 1])["points"] == summary["points"]
+    with pytest.raises(RnacliError, match="give the seeds once"):
+        sweep(recipe, {"train.seed": [0, 1]}, tmp_path / "sweeps", seeds=[0])
+
+
+def test_sweep_command_with_seeds_and_jobs(
+    tmp_path, tiny_model_dir, corpora, qa_file, monkeypatch, capsys
+):
+    """`rnacli sweep --seeds 0,1 --jobs 2`: the runs train in two worker processes; a run
+    that fails is named by its folder and the others finish; run again, the done runs are
+    skipped and the table shows mean ± std over the seeds, sweep.json and the plot written."""
+    from tests.conftest import cli_error, run_cli
+
+    recipe = seeded_recipe(tmp_path, tiny_model_dir, corpora, qa_file)
+    out, missing = tmp_path / "sweeps", tmp_path / "no-model"
+    args = ["sweep", recipe, "--out", out, "--seeds", "0,1", "--jobs", "2"]
+    err = cli_error(monkeypatch, capsys, *args, "--grid", f"model.name={tiny_model_dir},{missing}")
+    folder = out / "rmu_rna"
+    good = [f"model.name={slug(str(tiny_model_dir))}+train.seed={s}" for s in (0, 1)]
+    bad = [f"model.name={slug(str(missing))}+train.seed={s}" for s in (0, 1)]
+    assert "2 of 4 sweep runs failed (the others finished" in err
+    flat = err.replace(" ", "")  # rich folds long paths
+    assert all(str(folder / name).replace(" ", "") in flat for name in bad)
+    assert all((folder / name / "eval.json").exists() for name in good)
+    assert "Traceback" in (folder / f"{bad[0]}.log").read_text()  # the worker's log
+
+    code, err = run_cli(monkeypatch, capsys, *args, "--grid", f"model.name={tiny_model_dir}")
+    assert code == 0, err
+    assert err.count("done, skipped") == 2
+    [row] = json.loads((folder / "sweep.json").read_text())["points"]
+    assert set(row["runs"]) == {"0", "1"} and all(
+        set(r) >= {"mean", "std", "min", "max", "per_seed"} for r in row["tasks"].values()
+    )
+    assert (folder / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert "--seeds x: expected integers" in cli_error(
+        monkeypatch, capsys, *args[:-4], "--grid", "rna.noise_scale=0.1", "--seeds", "x"
+    )
+
+
+def _fails(message: str) -> None:
+    raise RnacliError(message)
+
+
+def _breaks() -> None:
+    raise ValueError("a bug")
+
+
+def test_jobs_run_here_report_user_errors_and_let_bugs_show():
+    """One process: the jobs run here in order; an RnacliError is a failure named by its job
+    (the others still run), any other error is a bug and propagates with its traceback."""
+    from rnacli.runtime.pool import Job, run_jobs, threads_per_job
+
+    ended = []
+    jobs = [Job("a", _fails, ("bad input",)), Job("b", sorted, ([2, 1],))]
+    failures = run_jobs(jobs, 1, lambda job, result, error: ended.append((job.name, result)))
+    assert failures == ["a: bad input"] and ended == [("a", None), ("b", [1, 2])]
+    with pytest.raises(ValueError, match="a bug"):
+        run_jobs([Job("c", _breaks)], 1)
+    assert threads_per_job(10_000) == 1

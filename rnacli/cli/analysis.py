@@ -21,7 +21,7 @@ from rnacli.cli.common import (
     say,
     spec_paths,
 )
-from rnacli.console import out as stdout
+from rnacli.console import stdout
 from rnacli.errors import RnacliError
 
 
@@ -33,15 +33,37 @@ def sweep_command(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe key for every point.")
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Train every point once per seed (train.seed), e.g. 0,1,2: the plot draws "
+            "the mean over seeds and their min-max band; sweep.json holds mean, std, min, max "
+            "and each seed's accuracy."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Sweep root folder.")] = Path("runs/sweeps"),
-    jobs: Annotated[int, typer.Option(help="Points trained in parallel processes.")] = 1,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            help="Runs trained at once, in worker processes with the cores shared out (one "
+            "torch thread each at --jobs 2 on 2 cores); each run's output goes to <run>.log."
+        ),
+    ] = 1,
     force: Force = False,
 ) -> None:
-    """Train and evaluate every grid point (done points are skipped); table + plot."""
-    from rnacli.analysis.sweep import parse_grid, sweep, sweep_table
+    """Train and evaluate every grid point (done runs are skipped); table + plot."""
+    from rnacli.analysis.sweep import parse_grid, parse_seeds, sweep, sweep_table
 
     at_least(1, jobs=jobs)
-    summary = sweep(recipe, parse_grid(grid), out, jobs=jobs, extra=list(set_ or []), force=force)
+    summary = sweep(
+        recipe,
+        parse_grid(grid),
+        out,
+        jobs=jobs,
+        seeds=None if seeds is None else parse_seeds(seeds),
+        extra=list(set_ or []),
+        force=force,
+    )
     stdout.print(sweep_table(summary))
     say(f"wrote {summary['folder']}/sweep.json and sweep.png")
 
