@@ -133,7 +133,7 @@ def test_help_lists_the_commands_in_panels_in_the_order_of_the_work(monkeypatch,
         ("Unlearn", ["train", "plan", "recipes"]),
         ("Evaluate", ["eval", "export-tasks"]),
         ("Report and demo", ["report", "demo"]),
-        ("Analyses", ["sweep", "sensitivity", "perturb", "mine-tokens"]),
+        ("Analyses", ["sweep", "sensitivity", "perturb", "mine-tokens", "attack"]),
         ("Data and models", ["fetch", "export", "world", "data"]),
     ]
 

@@ -51,7 +51,7 @@ COMMANDS = {
     "Data and models": {"fetch": fetch_command, "export": export_command},
 }
 SUB_APPS = {
-    "Attacks": {"attack": attack_app},
+    "Analyses": {"attack": attack_app},  # listed after the panel's commands
     "Data and models": {"world": world_app, "data": data_app},
 }
 
