@@ -354,3 +354,17 @@ def _scales(model) -> int:
             if isinstance(t, torch.Tensor):
                 total += t.numel() * t.element_size()
     return total
+
+
+def test_attack_output_keeps_a_bracketed_run_name(world_run, tmp_path, monkeypatch, capsys):
+    """Rich markup would eat `[seed=2]` from the run's name in the table and result lines."""
+    import shutil
+
+    from tests.test_printing import printed
+
+    run = tmp_path / "r[seed=2]"
+    shutil.copytree(world_run, run, ignore=shutil.ignore_patterns("attacks"))
+    text = printed(
+        monkeypatch, capsys, "attack", "quantize", str(run), "--bits", "8", "--device", "cpu"
+    )
+    assert "r[seed=2]:quantize-8bit" in text and "r[seed=2]/attacks/quantize-8bit" in text
