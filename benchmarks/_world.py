@@ -1,18 +1,23 @@
 """What the world benchmarks (world_effect, world_po_designs, world_tradeoff) share: the world
-recipes and tasks, their common arguments, a run trained and evaluated once and reused after,
-the learned base's evaluation, and the grid's progress line."""
+recipes and tasks, their common arguments, a run trained and evaluated once and reused after
+(`--jobs N`: N runs at once in worker processes), the learned base's evaluation, and the grid's
+progress line."""
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
+from rnacli.console import console
 from rnacli.evaluate.results import EVAL_FILE, merge_eval, read_eval
 from rnacli.evaluate.runner import evaluate_model
 from rnacli.evaluate.tasks import resolve_tasks
 from rnacli.recipe import load_recipe
 from rnacli.runs.checkpoint import CHECKPOINT, read_meta
+from rnacli.runtime.pool import Job, run_jobs, threads_per_job
 from rnacli.training.loop import train
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "world"
@@ -32,7 +37,25 @@ def world_parser(
     parser.add_argument("--seeds", type=int_list, default=seeds)
     parser.add_argument("--root", type=Path, default=Path(root))
     parser.add_argument("--limit", type=int, default=limit, help="questions per retain-side task")
+    parser.add_argument(
+        "--jobs",
+        type=positive,
+        default=1,
+        help="runs trained at once, in worker processes with the cores shared out "
+        "(one torch thread each at --jobs 2 on 2 cores); each run's output in <run>.log",
+    )
     return parser
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': expected an integer >= 1")
+    return value
 
 
 def check_recipes(
@@ -80,6 +103,69 @@ def trained(recipe_path: Path, run_dir: Path, overrides: list[str]) -> Path:
     if not (meta.exists() and read_meta(run_dir)["step"] >= recipe.train.steps):
         train(recipe, run_dir, resume=True)
     return run_dir
+
+
+class Run(NamedTuple):
+    """One run of a grid: its label in the progress lines, its recipe, folder and overrides."""
+
+    label: str
+    recipe: Path
+    run_dir: Path
+    overrides: list[str]
+
+
+def train_and_evaluate(recipe_path: Path, run_dir: Path, overrides: list[str], tasks) -> None:
+    """A worker's job: `trained`, then `evaluated` on `tasks` (both resume or reuse)."""
+    evaluated(trained(recipe_path, run_dir, overrides), tasks)
+
+
+def is_done(run: Run, tasks) -> bool:
+    """Trained to the recipe's steps and evaluated on every task."""
+    if not (run.run_dir / CHECKPOINT / "meta.json").exists():
+        return False
+    if read_meta(run.run_dir)["step"] < load_recipe(run.recipe, run.overrides).train.steps:
+        return False
+    done = read_eval(run.run_dir)[0]["tasks"] if (run.run_dir / EVAL_FILE).exists() else {}
+    return all(t.name in done for t in tasks)
+
+
+def run_grid_jobs(runs: list[Run], tasks, jobs: int, line: Callable[[Run, str], None]) -> None:
+    """Train and evaluate every run not done yet, `jobs` at a time (worker processes at
+    `threads_per_job(jobs)` threads when jobs > 1, each run's output in <run folder>.log);
+    `line(run, "ran" | "reused")` after each, in the order they end. A failed run is printed
+    with its folder and the others finish; then the benchmark exits naming every failure."""
+    todo = [r for r in runs if not is_done(r, tasks)]
+    for run in runs:
+        if run not in todo:
+            line(run, "reused")
+    by_name = {str(r.run_dir): r for r in todo}
+
+    def done(job: Job, result, error: BaseException | None) -> None:
+        if error is None:
+            line(by_name[job.name], "ran")
+        else:
+            console.print(f"run {job.name} failed: {error}", markup=False, style="red")
+
+    if jobs > 1 and todo:
+        print(f"{len(todo)} runs, {jobs} at once, {threads_per_job(jobs)} thread(s) each")
+    failures = run_jobs(
+        [
+            Job(
+                str(r.run_dir),
+                train_and_evaluate,
+                (r.recipe, r.run_dir, r.overrides, tasks),
+                r.run_dir.parent / f"{r.run_dir.name}.log",
+            )
+            for r in todo
+        ],
+        jobs,
+        done,
+    )
+    if failures:
+        raise SystemExit(
+            f"{len(failures)} of {len(todo)} runs failed (the others finished; run the "
+            "benchmark again to retry them):\n" + "\n".join(failures)
+        )
 
 
 def world_tasks(limit: int, retain_limit: int | None = None, suffix: str = "") -> list:

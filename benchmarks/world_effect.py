@@ -1,6 +1,6 @@
 """The paper's effect on the fictional world, over several seeds:
 
-    python benchmarks/world_effect.py [--seeds 0,1,2] [--methods rmu,npo_kl,...]
+    python benchmarks/world_effect.py [--seeds 0,1,2] [--methods rmu,npo_kl,...] [--jobs 2]
 
 For every recipe pair in recipes/world/ (plain and RNA) and every seed, trains (resuming,
 skipping finished runs under runs/world_effect/) and evaluates on world-forget, world-retain,
@@ -22,10 +22,12 @@ from _world import (
     PERTURBED,
     RECIPES,
     TASKS,
+    Run,
     accuracies,
     base_evaluated,
     check_recipes,
     evaluated,
+    run_grid_jobs,
     trained,
     world_parser,
     world_tasks,
@@ -119,6 +121,19 @@ def main() -> None:
     check_recipes(parser, args.methods)
     tasks = world_tasks(args.limit)
     base_full = base_evaluated(args.root, tasks)
+    if args.jobs > 1:  # every run first, N at once; the tables below then reuse them
+        runs = [
+            Run(
+                f"{stem} seed {seed}",
+                RECIPES / f"{stem}.toml",
+                args.root / stem / f"seed{seed}",
+                [f"train.seed={seed}"],
+            )
+            for method in args.methods
+            for stem in (method, f"{method}_rna")
+            for seed in args.seeds
+        ]
+        run_grid_jobs(runs, tasks, args.jobs, lambda run, how: print(f"{run.label}: {how}"))
     results: dict = {"base": accuracies(base_full), "methods": {}, "intervals": {}}
     for method in args.methods:
         rows, intervals = method_results(method, args.seeds, args.root, tasks, base_full)

@@ -23,7 +23,8 @@ Letter scoring, the issue's design (a), is not run: SmolLM2-135M answers the wor
 questions at chance even when it knows the facts (rnacli/world/learn.py), so there is no
 retain accuracy to lose.
 
-Runs go to runs/world_po/<method>/<design>/seed<N> and are reused when finished. Prints one
+Runs go to runs/world_po/<method>/<design>/seed<N> and are reused when finished; `--jobs N`
+trains N at once in worker processes (benchmarks/world_tradeoff.py says how). Prints one
 table (mean ± std over seeds) and writes runs/world_po/summary.json.
 """
 
@@ -38,14 +39,15 @@ from _world import (
     RECIPES,
     RETAIN,
     TASKS,
+    Run,
     accuracies,
     base_evaluated,
     check_recipes,
     evaluated,
     grid_line,
+    run_grid_jobs,
     scores,
     split,
-    trained,
     world_parser,
     world_tasks,
 )
@@ -107,20 +109,31 @@ def fmt(values: list[float]) -> str:
 
 
 def run_grid(args: argparse.Namespace, tasks: list) -> dict[tuple[str, str], list[dict]]:
-    """Every (method, design, seed) trained and evaluated: accuracies per (method, design)."""
+    """Every (method, design, seed) trained and evaluated, `args.jobs` at a time: accuracies
+    per (method, design), in seed order."""
     plan = [(m, d, s) for m in args.methods for d in args.designs for s in args.seeds]
-    rows: dict[tuple[str, str], list[dict]] = {}
-    start = time.monotonic()
-    for i, (method, design, seed) in enumerate(plan):
-        path = RECIPES / f"{method}.toml"
-        overrides = [f"train.seed={seed}", *DESIGNS[design](load_recipe(path))]
-        run_dir = args.root / method / design / f"seed{seed}"
-        acc = accuracies(evaluated(trained(path, run_dir, overrides), tasks))
-        rows.setdefault((method, design), []).append(acc)
+    runs = [
+        Run(
+            f"{method} {design} seed {seed}",
+            RECIPES / f"{method}.toml",
+            args.root / method / design / f"seed{seed}",
+            [f"train.seed={seed}", *DESIGNS[design](load_recipe(RECIPES / f"{method}.toml"))],
+        )
+        for method, design, seed in plan
+    ]
+    start, count = time.monotonic(), iter(range(1, len(runs) + 1))
+
+    def line(run: Run, how: str) -> None:
+        acc = accuracies(evaluated(run.run_dir, tasks))
         console.print(
-            f"{grid_line(i + 1, len(plan), start)} {method} {design} seed {seed}: {scores(acc)}",
+            f"{grid_line(next(count), len(runs), start)} {run.label}: {how}; {scores(acc)}",
             markup=False,
         )
+
+    run_grid_jobs(runs, tasks, args.jobs, line)
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for (method, design, _), run in zip(plan, runs, strict=True):
+        rows.setdefault((method, design), []).append(accuracies(evaluated(run.run_dir, tasks)))
     return rows
 
 

@@ -25,6 +25,8 @@ runs/world_tradeoff/world[seed=1]/.
 
 Every (method, point, seed) is one run under runs/world_tradeoff/<method>/; finished runs and
 evaluations are reused, so an interrupted grid resumes and a larger grid extends a smaller one.
+`--jobs N` trains N runs at once in worker processes (one torch thread each at N = 2 on 2
+cores: benchmarks/jobs.py measures the gain); a failed run is named and the others finish.
 A line per run tracks the grid (done, elapsed, eta). Writes summary.json and tradeoff.png (mean
 ± std over seeds per point, both retain-side perturbations against forget accuracy) per method.
 Letter questions are not scored: SmolLM2-135M answers them at chance even about the world it
@@ -45,22 +47,22 @@ from _world import (
     RECIPES,
     RETAIN,
     TASKS,
+    Run,
     accuracies,
     base_evaluated,
     check_recipes,
     evaluated,
     grid_line,
     int_list,
+    run_grid_jobs,
     scores,
     split,
-    trained,
     world_parser,
     world_tasks,
 )
 
 from rnacli.console import console, stdout
 from rnacli.evaluate.metrics import matched_gain, matched_gain_interval, recovery_rate
-from rnacli.evaluate.results import EVAL_FILE
 from rnacli.files.atomic import write_json
 from rnacli.recipe import load_recipe
 
@@ -301,26 +303,36 @@ class World(NamedTuple):
 def run_grid(
     args: argparse.Namespace, world: World, root: Path
 ) -> dict[str, dict[str, list[dict]]]:
-    """Every (method, point, seed) trained and evaluated (or reused): method -> point -> runs."""
+    """Every (method, point, seed) trained and evaluated (or reused), `args.jobs` at a time:
+    method -> point -> runs (in seed order)."""
     plan = [
         (m, p, s)
         for m in args.methods
         for p in grid(m, args.steps, args.variants)
         for s in args.seeds
     ]
-    found: dict[str, dict[str, list[dict]]] = {m: {} for m in args.methods}
-    start = time.monotonic()
-    for i, (method, point, seed) in enumerate(plan):
-        run_dir = root / method / folder(point) / f"seed{seed}"
-        fresh = not (run_dir / EVAL_FILE).exists()
-        overrides = [f"train.seed={seed}", *world.overrides, *point.overrides]
-        run = world.scored(trained(RECIPES / point.recipe, run_dir, overrides))
-        found[method].setdefault(point.label, []).append(run)
+    runs = [
+        Run(
+            f"{method} {point.label} seed {seed}",
+            RECIPES / point.recipe,
+            root / method / folder(point) / f"seed{seed}",
+            [f"train.seed={seed}", *world.overrides, *point.overrides],
+        )
+        for method, point, seed in plan
+    ]
+    start, count = time.monotonic(), iter(range(1, len(runs) + 1))
+
+    def line(run: Run, how: str) -> None:
         console.print(
-            f"{grid_line(i + 1, len(plan), start)} {method} {point.label} seed {seed}: "
-            f"{'ran' if fresh else 'reused'}; {scores(accuracies(run))}",
+            f"{grid_line(next(count), len(runs), start)} {run.label}: {how}; "
+            f"{scores(accuracies(world.scored(run.run_dir)))}",
             markup=False,
         )
+
+    run_grid_jobs(runs, world.tasks, args.jobs, line)
+    found: dict[str, dict[str, list[dict]]] = {m: {} for m in args.methods}
+    for (method, point, _), run in zip(plan, runs, strict=True):
+        found[method].setdefault(point.label, []).append(world.scored(run.run_dir))
     return found
 
 
