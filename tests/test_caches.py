@@ -29,7 +29,9 @@ def world(own_cache, tiny_model_dir):
     from rnacli.world.learn import LearnConfig, build
 
     spec = WorldSpec(people=10, seed=5)
-    config = LearnConfig(base=str(tiny_model_dir), epochs=1, first_layer=2, autocast=False)
+    config = LearnConfig(
+        base=str(tiny_model_dir), epochs=1, first_layer=2, autocast=False, target=0.0
+    )
     return spec, config, build(spec, config, check=4)
 
 
@@ -39,7 +41,7 @@ def test_a_damaged_world_cache_is_one_line(world, monkeypatch, capsys):
 
     spec, config, folder = world
     info = folder.parent / "build.json"
-    learn = [f"base={config.base!r}", "epochs=1", "first_layer=2", "autocast=false"]
+    learn = [f"base={config.base!r}", "epochs=1", "first_layer=2", "autocast=false", "target=0"]
     args = ["world", "build", "--people", "10", "--seed", "5"]
     args += [part for item in learn for part in ("--set", item)]
     for what, data in DAMAGED.items():

@@ -90,8 +90,9 @@ def test_build_caches_and_the_model_loads(tmp_path, tiny_model_dir):
     spec = WorldSpec(people=10, seed=5)
     with pytest.raises(RnacliError, match="rnacli world build --people 10 --seed 5"):
         load_model("world[people=10,seed=5]", device="cpu")
+    # target 0: a tiny random model learns little; the target's own tests are below
     config = LearnConfig(
-        base=str(tiny_model_dir), epochs=2, batch_size=8, first_layer=2, autocast=False
+        base=str(tiny_model_dir), epochs=2, batch_size=8, first_layer=2, autocast=False, target=0.0
     )
     folder = build(spec, config, check=8, probe=4)
     info = build_info(spec, config)
@@ -162,6 +163,8 @@ def test_learning_settings_are_checked():
         ({"epochs": "3"}, "expected int"),
         ({"lr": 0}, "out of range"),
         ({"autocast": "fast"}, "expected"),
+        ({"target": 1.5}, "out of range"),
+        ({"extra_epochs": -1}, "out of range"),
     ):
         with pytest.raises(RnacliError, match=match):
             learn_config(bad)
@@ -184,7 +187,7 @@ def test_world_build_command(monkeypatch, capsys, tiny_model_dir):
 
     args = ["world", "build", "--people", "12", "--seed", "7", "--forget-fraction", "0.25"]
     learn = [f"base={str(tiny_model_dir)!r}", "epochs=1", "first_layer=2", "autocast=false"]
-    sets = [part for item in learn for part in ("--set", item)]
+    sets = [part for item in [*learn, "target=0"] for part in ("--set", item)]
     monkeypatch.setattr(sys, "argv", ["rnacli", *args, *sets])
     with pytest.raises(SystemExit) as done:
         main()
@@ -218,3 +221,97 @@ def test_recipes_open_with_a_short_note_and_a_link_to_their_section():
                 assert link[1] in anchors, (path, link[1])
         world = path.parent.name in ("world", "tiny")
         assert not world or header[-1].startswith("# Details: docs/world-recipes.md#"), path
+
+
+def scripted_accuracy(monkeypatch, cloze: list[float]):
+    """WorldLearner.accuracy returning `cloze[i]` (forget and retain) at its i-th call: the
+    schedule's check, then one per extra epoch, then the final check. Returns the calls."""
+    from rnacli.world.learn import WorldLearner
+
+    calls: list[bool] = []
+
+    def accuracy(self, limit, letters=True):
+        value = cloze[min(len(calls), len(cloze) - 1)]
+        calls.append(letters)
+        out = {"forget": value, "retain": value}
+        return out | ({"forget-mcq": 0.25, "retain-mcq": 0.25} if letters else {})
+
+    monkeypatch.setattr(WorldLearner, "accuracy", accuracy)
+    return calls
+
+
+def test_a_world_below_the_target_trains_on_until_it_passes(monkeypatch, tiny_model_dir):
+    """Below the target after the schedule: one more epoch at a time at extra_lr, a cloze
+    check after each, until it passes; build.json says how many. A world that passes after
+    the schedule trains the schedule alone and checks once, as before (the default world
+    keeps its weights and its time)."""
+    from rnacli.world.learn import LearnConfig, build, build_info
+
+    spec = WorldSpec(people=10, seed=21)
+    config = LearnConfig(base=str(tiny_model_dir), epochs=1, first_layer=2, autocast=False)
+    calls = scripted_accuracy(monkeypatch, [0.5, 0.9, 0.97, 0.97])
+    build(spec, config, check=4)
+    info = build_info(spec, config)
+    assert calls == [True, False, False, True]  # letters only in the full checks
+    assert info["extra_epochs"] == 2 and [h["epoch"] for h in info["history"]] == [1, 2, 3]
+    assert [h.get("check") for h in info["history"][1:]] == [
+        {"forget": 0.9, "retain": 0.9},
+        {"forget": 0.97, "retain": 0.97},
+    ]
+    assert info["accuracy"]["forget"] == 0.97
+
+    calls = scripted_accuracy(monkeypatch, [1.0])
+    other = WorldSpec(people=10, seed=22)
+    build(other, config, check=4)
+    passed = build_info(other, config)
+    assert len(passed["history"]) == 1 and passed["extra_epochs"] == 0 and calls == [True]
+
+
+def test_a_world_still_below_the_target_at_the_cap_is_an_error(monkeypatch, capsys, tiny_model_dir):
+    """At the cap the build stops with one line (exit 2) saying where it got and what to
+    try; nothing is cached."""
+    from tests.conftest import cli_error
+
+    scripted_accuracy(monkeypatch, [0.5, 0.6, 0.7, 0.8])
+    args = ["world", "build", "--people", "10", "--seed", "23"]
+    learn = [f"base={str(tiny_model_dir)!r}", "epochs=1", "first_layer=2", "autocast=false"]
+    sets = [part for item in [*learn, "extra_epochs=2"] for part in ("--set", item)]
+    err = cli_error(monkeypatch, capsys, *args, *sets)
+    assert "was learned to forget 80.0 %, retain 80.0 %" in err
+    assert "after 3 epochs (1 + 2 extra, the cap), below the 95 % target" in err
+    assert "nothing was cached" in err
+    assert "rnacli world build --people 10 --seed 23 --set extra_epochs=10" in err
+    from rnacli.models.loading import load_model
+
+    with pytest.raises(RnacliError, match="is not built yet"):
+        load_model("world[people=10,seed=23]", device="cpu")
+
+
+def test_a_base_cached_below_its_target_is_refused_and_built_again(
+    monkeypatch, capsys, tiny_model_dir
+):
+    """A base built when a low build only warned: loading it is one line asking for a new
+    build (before any unlearning starts from it); `rnacli world build` builds it again."""
+    import json
+
+    from rnacli.models.loading import load_model
+    from rnacli.world.learn import LearnConfig, build, world_dir
+
+    spec = WorldSpec(people=10, seed=24)
+    config = LearnConfig(base=str(tiny_model_dir), epochs=1, first_layer=2, autocast=False)
+    scripted_accuracy(monkeypatch, [1.0])
+    folder = build(spec, config, check=4)
+    record = world_dir(spec, config) / "build.json"
+    old = json.loads(record.read_text())
+    old["accuracy"] |= {"forget": 0.7, "retain": 0.68}
+    record.write_text(json.dumps(old))
+    with pytest.raises(RnacliError) as refused:
+        load_model("world[people=10,seed=24]", device="cpu")
+    assert "learned only forget 70.0 %, retain 68.0 % (cloze), below its target" in str(
+        refused.value
+    )
+    assert "rnacli world build --people 10 --seed 24" in str(refused.value)
+    assert build(spec, config, check=4) == folder  # built again, not reused
+    assert json.loads(record.read_text())["accuracy"]["forget"] == 1.0
+    model, _ = load_model("world[people=10,seed=24]", device="cpu")
+    assert model.config.num_hidden_layers == 6

@@ -24,7 +24,13 @@ prints the budget: tokens x epochs x FLOPs per token against the machine's matmu
 does not converge; 6 epochs at layers 8-29 reached 94 / 95 %.
 
 The schedule is fixed (linear warm-up, then linear decay to 0 over `epochs`), so a build takes
-a predictable time; its accuracy is checked at the end (`build.json`).
+a predictable time; its accuracy is checked at the end (`build.json`). A world that the schedule
+leaves below the target (>= 95 % cloze on the forget and the retain check sample; world seed 2
+reached 70 / 68 % in 7 epochs) trains on, one epoch at a time (the rate decaying from `extra_lr`
+to 0 over each: the facts settle while the rate falls), with a cloze check after each, until it
+passes or `extra_epochs` more epochs have run; a build still below the target is an error, not
+a base (nothing is cached). The default world passes after its 7 epochs, so it trains, checks
+and costs what it did.
 """
 
 from __future__ import annotations
@@ -53,7 +59,14 @@ from rnacli.models.fingerprint import files_fingerprint, weight_files
 from rnacli.models.loading import load_model
 from rnacli.runtime.precision import autocast, cpu_verdict, use_autocast
 from rnacli.world.generate import World, WorldSpec, generate, qa_sets
-from rnacli.world.store import LATEST, read_cache_json, world_root
+from rnacli.world.store import (
+    LATEST,
+    below_target,
+    build_args,
+    cloze_below,
+    read_cache_json,
+    world_root,
+)
 from rnacli.world.vocab import ATTRIBUTES, MENTION
 
 log = logging.getLogger(__name__)
@@ -76,16 +89,20 @@ class LearnConfig:
     autocast: bool | str = (
         "auto"  # bf16 autocast where measured faster (rnacli/runtime/precision.py)
     )
-    target: float = 0.95  # a build below this on forget or retain facts warns
+    target: float = 0.95  # cloze accuracy on forget and retain facts a base must reach
+    extra_epochs: int = 10  # the cap on epochs past `epochs` while below the target
+    extra_lr: float = 3e-4  # their peak learning rate, decaying to 0 over each of them
 
     @property
     def key(self) -> str:
-        """A folder name for the build: the fields that change the learned model."""
+        """A folder name for the build: the fields that change the learned model. Not the
+        cap on extra epochs: a build that reaches the target under one cap is the same under
+        a higher one, and one that does not is not cached."""
         defaults = LearnConfig()
         changed = [
             f"{f.name}={getattr(self, f.name)}"
             for f in fields(self)
-            if f.name not in ("base", "target")
+            if f.name not in ("base", "extra_epochs")
             and getattr(self, f.name) != getattr(defaults, f.name)
         ]
         return "-".join([self.base.replace("/", "_"), f"v{LEARN_VERSION}", *changed])
@@ -96,8 +113,8 @@ def learn_config(overrides: dict[str, Any]) -> LearnConfig:
     known = {f.name: f for f in fields(LearnConfig)}
     values = {}
     for key, value in overrides.items():
-        if key not in known or key == "target":
-            names = ", ".join(k for k in known if k != "target")
+        if key not in known:
+            names = ", ".join(known)
             raise RnacliError(f"world build --set {key}: unknown setting (known: {names})")
         default = getattr(LearnConfig(), key)
         if key == "autocast":
@@ -122,6 +139,9 @@ def learn_config(overrides: dict[str, Any]) -> LearnConfig:
         "mention_share": 0 <= config.mention_share <= 1,
         "letter_share": 0 <= config.letter_share <= 1,
         "name_option_share": 0 <= config.name_option_share <= 1,
+        "target": 0 <= config.target <= 1,
+        "extra_epochs": 0 <= config.extra_epochs <= 100,
+        "extra_lr": 0 < config.extra_lr <= 1,
     }
     for key, ok in checks.items():
         if not ok:
@@ -243,16 +263,18 @@ def schedule(optimizer, total_steps: int, warmup: float) -> torch.optim.lr_sched
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def world_accuracy(model, tokenizer, world: World, limit: int, seed: int) -> dict[str, float]:
-    """Accuracy on seeded samples of `limit` forget and retain questions, in cloze and in
-    letter form (the world-forget/-retain and world-forget-mcq/-retain-mcq tasks)."""
+def world_accuracy(
+    model, tokenizer, world: World, limit: int, seed: int, letters: bool = True
+) -> dict[str, float]:
+    """Accuracy on seeded samples of `limit` forget and retain questions, in cloze and (with
+    `letters`) in letter form (the world-forget/-retain and world-forget-mcq/-retain-mcq tasks)."""
     was_training = model.training
     model.eval()
     out = {}
-    for form, scoring, description, suffix in (
-        ("cloze", "cloze", "", ""),
-        ("question", "mcq", letter_description(), "-mcq"),
-    ):
+    forms = [("cloze", "cloze", "", "")]
+    if letters:
+        forms.append(("question", "mcq", letter_description(), "-mcq"))
+    for form, scoring, description, suffix in forms:
         sets = qa_sets(world, form)
         for name in ("forget", "retain"):
             records = random.Random(seed).sample(sets[name], min(limit, len(sets[name])))
@@ -273,7 +295,8 @@ def world_accuracy(model, tokenizer, world: World, limit: int, seed: int) -> dic
 class WorldLearner:
     """One build of a world, laid out as a training recipe: `setup()` loads the base and lays
     out every epoch's batches, `train()` runs `train_epoch()` (one `train_step()` per batch),
-    `check()` scores the result, `save()` writes the model and `build.json`. `build` runs them.
+    `check()` scores the result, `train_to_target()` trains on while it is below the target,
+    `save()` writes the model and `build.json`. `build` runs them.
 
     `check` forget and retain questions (each form) are scored at the end; `probe` > 0 also
     scores that many after every epoch (a learning curve in build.json; it costs time)."""
@@ -286,6 +309,7 @@ class WorldLearner:
         self.history: list[dict[str, Any]] = []
         self.tokens = self.scored = 0  # tokens computed, and of those the scored ones
         self.seconds: dict[str, float] = {}
+        self.extra = 0  # epochs trained past the schedule
 
     def setup(self) -> None:
         """The world, the base model, the optimizer and schedule, every epoch's batches. The
@@ -345,13 +369,13 @@ class WorldLearner:
         items, losses = self.epochs[epoch], []
         for indices in self.plan[epoch]:
             losses.append(self.train_step(items, indices))
-            advance(f"epoch {epoch + 1}/{self.config.epochs} loss {losses[-1]:.3f}")
+            advance(f"epoch {epoch + 1}/{len(self.epochs)} loss {losses[-1]:.3f}")
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "loss": round(sum(losses) / len(losses), 4),
             "seconds": round(time.perf_counter() - self.started, 1),
         }
-        if self.probe:
+        if self.probe and epoch < self.config.epochs:  # extra epochs have their own check
             row["accuracy"] = self.accuracy(self.probe)
         self.history.append(row)
         log.info("epoch %d: %s", epoch + 1, row)
@@ -370,27 +394,75 @@ class WorldLearner:
                 self.train_epoch(epoch, lambda s: progress.update(bar, advance=1, status=s))
         self.seconds["training"] = time.perf_counter() - self.started - self.seconds["loading"]
 
-    def accuracy(self, limit: int) -> dict[str, float]:
+    def accuracy(self, limit: int, letters: bool = True) -> dict[str, float]:
         """`world_accuracy` on `limit` questions per set and form (fractions in [0, 1])."""
-        return world_accuracy(self.model, self.tokenizer, self.world, limit, self.config.seed + 1)
+        return world_accuracy(
+            self.model, self.tokenizer, self.world, limit, self.config.seed + 1, letters
+        )
 
     def check(self) -> dict[str, float]:
-        """The final accuracy (`world_accuracy` on `check` questions); a cloze accuracy below
-        the config's target is a warning, not an error (the model is still saved)."""
+        """The final accuracy (`world_accuracy` on `check` questions, each form)."""
         done = time.perf_counter()
         self.model.eval()
         self.final = self.accuracy(self.check_questions)
-        low = {
-            k: v for k, v in self.final.items() if not k.endswith("-mcq") and v < self.config.target
-        }
-        if low:
-            log.warning(
-                "the world was learned to %s, below the target %.0f%%",
-                ", ".join(f"{k} {100 * v:.1f}%" for k, v in low.items()),
-                100 * self.config.target,
-            )
-        self.seconds["check"] = time.perf_counter() - done
+        self.seconds["check"] = self.seconds.get("check", 0.0) + time.perf_counter() - done
         return self.final
+
+    def below_target(self, accuracy: dict[str, float]) -> dict[str, float]:
+        """The cloze accuracies of `accuracy` under the config's target."""
+        return cloze_below(accuracy, self.config.target)
+
+    def add_epoch(self) -> int:
+        """Lay out one more epoch past the schedule (the templates' turns go on; its own
+        seeded batch order, so the schedule's draws, and the default world, stay as they
+        were); returns its index."""
+        config, epoch = self.config, len(self.epochs)
+        pairs = fact_pairs(self.world, epoch, config) + letter_pairs(self.world, epoch, config)
+        self.epochs.append(encode_items(self.tokenizer, pairs))
+        rng = random.Random(f"{config.seed}:extra:{epoch}")
+        self.plan.append(length_batches(self.epochs[-1], config.batch_size, rng))
+        self.steps += len(self.plan[-1])
+        return epoch
+
+    def train_to_target(self) -> None:
+        """While the check finds a cloze accuracy below the target: one more epoch, its rate
+        decaying linearly from `extra_lr` to 0, and a cloze check on the check sample, at
+        most `extra_epochs` times; then the final check again. Still below: RnacliError
+        saying what to try."""
+        if not self.below_target(self.final):
+            return
+        config, started = self.config, time.perf_counter()
+        with make_progress(TextColumn("{task.fields[status]}")) as progress:
+            bar = progress.add_task("below the target: training on", total=None, status="")
+            while self.extra < config.extra_epochs:
+                epoch, self.extra = self.add_epoch(), self.extra + 1
+                # the schedule ended at lr 0; each extra epoch restarts lower (a factor of lr)
+                n = len(self.plan[epoch])
+                self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    self.optimizer, lambda k, n=n: config.extra_lr / config.lr * (n - k) / n
+                )
+                row = self.train_epoch(epoch, lambda s: progress.update(bar, status=s))
+                row["check"] = self.accuracy(self.check_questions, letters=False)
+                log.info("epoch %d check: %s", epoch + 1, row["check"])
+                if not self.below_target(row["check"]):
+                    break
+        self.seconds["training"] += time.perf_counter() - started
+        self.check()
+        low = self.below_target(self.final)
+        if low:
+            raise RnacliError(self._cap_message(low))
+
+    def _cap_message(self, low: dict[str, float]) -> str:
+        """What a build below the target after the cap says: where it got, what to try."""
+        spec, config = self.spec, self.config
+        reached = ", ".join(f"{k} {100 * v:.1f} %" for k, v in low.items())
+        return (
+            f"the world {spec.key} was learned to {reached} (cloze, {self.check_questions} "
+            f"questions) after {len(self.epochs)} epochs ({config.epochs} + "
+            f"{config.extra_epochs} extra, the cap), below the {100 * config.target:.0f} % "
+            f"target; nothing was cached. Train longer: rnacli world build{build_args(spec)} --set "
+            f"extra_epochs={max(2 * config.extra_epochs, 10)} (or another --set extra_lr=)"
+        )
 
     def save(self, folder: Path) -> None:
         """`folder`/model (weights, tokenizer, world.json) and `folder`/build.json, atomically."""
@@ -409,6 +481,7 @@ class WorldLearner:
             "learn": asdict(self.config),
             "learn_version": LEARN_VERSION,
             "history": self.history,
+            "extra_epochs": self.extra,  # past the schedule, to reach the target
             "items_per_epoch": [len(items) for items in self.epochs],
             "tokens": self.tokens,
             "scored_tokens": self.scored,
@@ -432,16 +505,22 @@ def build(
     probe: int = 0,
 ) -> Path:
     """Fine-tune the base on `spec`'s world (`WorldLearner`); return the cached model folder,
-    reused unless `force`."""
+    reused unless `force` or it was cached below its target (before builds trained on to it).
+    Raises RnacliError when the world stays below the target (`train_to_target`)."""
     config = config or LearnConfig()
     folder = world_dir(spec, config)
-    if (folder / "model" / "config.json").exists() and not force:
+    cached = (folder / "model" / "config.json").exists() and not force
+    if cached and below_target(folder):
+        console.print("the cached world model is below its target: building it again")
+        cached = False
+    if cached:
         console.print(f"world model cached: {folder / 'model'}", markup=False)
     else:
         learner = WorldLearner(spec, config, check=check, probe=probe)
         learner.setup()
         learner.train()
         learner.check()
+        learner.train_to_target()
         learner.save(folder)
     write_text(folder.parent / LATEST, config.key)
     return folder / "model"

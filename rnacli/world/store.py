@@ -27,14 +27,49 @@ def _latest_key(spec: WorldSpec) -> str | None:
         return None
 
 
+def build_args(spec: WorldSpec) -> str:
+    """The `rnacli world build` options that build `spec` ('' for the default world)."""
+    if spec == WorldSpec():
+        return ""
+    args = f" --people {spec.people} --seed {spec.seed}"
+    if spec.forget_fraction != WorldSpec().forget_fraction:
+        args += f" --forget-fraction {spec.forget_fraction}"
+    return args
+
+
+def cloze_below(accuracy: dict[str, float], target: float) -> dict[str, float]:
+    """The cloze accuracies (not the letter forms, `-mcq`) of a build under `target`."""
+    return {k: v for k, v in accuracy.items() if not k.endswith("-mcq") and v < target}
+
+
+def below_target(build: Path) -> dict[str, float]:
+    """The cloze accuracies under its target that the build folder `build` recorded
+    (build.json): a base that only warned, before builds trained on to the target. {} when
+    it reached it or has no record."""
+    path = build / "build.json"
+    if not path.exists():
+        return {}
+    info = read_cache_json(path, ("accuracy", "learn"))
+    return cloze_below(info["accuracy"], info["learn"].get("target", 0.0))
+
+
 def built_model(spec: WorldSpec) -> Path:
-    """The learned base of `spec` from its latest build, or a clear error."""
+    """The learned base of `spec` from its latest build, or a clear error: not built yet, or
+    learned below its target (nothing should unlearn from a base that never learned)."""
     key = _latest_key(spec)
     folder = world_root(spec) / key / "model" if key else None
     if folder is None or not (folder / "config.json").exists():
-        args = "" if spec == WorldSpec() else f" --people {spec.people} --seed {spec.seed}"
         raise RnacliError(
-            f"the world model for {spec.key} is not built yet: run `rnacli world build{args}`"
+            f"the world model for {spec.key} is not built yet: run "
+            f"`rnacli world build{build_args(spec)}`"
+        )
+    low = below_target(folder.parent)
+    if low:
+        reached = ", ".join(f"{k} {100 * v:.1f} %" for k, v in low.items())
+        raise RnacliError(
+            f"the world model for {spec.key} learned only {reached} (cloze), below its "
+            f"target: it was built before builds trained on to the target; run `rnacli world "
+            f"build{build_args(spec)}` to build it again (then retrain the runs made on it)"
         )
     return folder
 
