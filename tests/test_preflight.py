@@ -181,8 +181,9 @@ def test_the_probe_answers_within_its_timeout(monkeypatch):
 
     def answer(result):
         def urlopen(request, timeout):
-            if isinstance(result, float):
+            if isinstance(result, float):  # a lookup that hangs, then fails
                 time.sleep(result)
+                raise urllib.error.URLError("timed out")
             if isinstance(result, Exception):
                 raise result
             return result
