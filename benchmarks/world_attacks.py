@@ -56,7 +56,10 @@ def recovered(base: list[int], unlearned: list[list[int]], attacked: list[list[i
     b, u, a = (np.asarray(x, dtype=float) for x in (base, unlearned, attacked))
     share = recovery_rate(b.mean(), u.mean(), a.mean())
     low, high, _ = recovery_interval(b, u, a)
-    return "-" if np.isnan(share) else f"{100 * share:+.0f} % [{100 * low:+.0f}, {100 * high:+.0f}]"
+    if np.isnan(share):
+        return "-"
+    pct = [round(100 * float(v)) for v in (share, low, high)]  # ints: never "-0"
+    return f"{pct[0]:+d} % [{pct[1]:+d}, {pct[2]:+d}]"
 
 
 def correct(result: dict, stage: str) -> list[int]:

@@ -157,7 +157,7 @@ def robustness_table(rows: list[dict[str, Any]], columns: dict[str, str]) -> Tab
     robust = list(dict.fromkeys(t for row in rows for t in row["retain_side"]))
     attacks = [a for a in columns if any(a in row["forget_side"] for row in rows)]
     table = Table(title="Robustness: retain side and forget side", title_justify="left")
-    table.add_column("run", style="bold")
+    table.add_column("run", style="bold", overflow="fold")  # a run's name is never cut
     table.add_column("method")
     table.add_column("RNA", justify="right")
     for name in accuracy:
