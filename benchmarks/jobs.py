@@ -7,9 +7,12 @@ Both sides run `rnacli sweep RECIPE --grid train.seed=0,1,...` (--runs runs of t
 --steps training steps and --limit questions per evaluation task each) into their own empty
 temporary folder, from a fresh process, so each pays its own start-up: --jobs 1 trains the runs
 one after the other in the sweep's process at torch's default threads (one per core); --jobs N
-in N worker processes at cores / N threads each. --rounds > 1 alternates the two sides and
-reports medians (the machine is shared: the load average is printed before and after).
-Prints both wall times, the runs per minute of each, and the ratio.
+in N worker processes at cores / N threads each. A control runs --jobs 1 at one thread
+(OMP_NUM_THREADS=1): against it, --jobs N can gain at most N x, so it tells how much of the
+ratio is parallel work and how much is one process's threads waiting on each other on a busy
+machine. --rounds > 1 rotates the order and reports medians (the machine is shared: the load
+average is printed before and after). Prints the wall times, the runs per minute of each, and
+the ratios.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def timed_sweep(args: argparse.Namespace, jobs: int) -> float:
-    """Wall seconds of one `rnacli sweep` of the runs at `jobs`, in a fresh folder."""
+def timed_sweep(args: argparse.Namespace, jobs: int, threads: str | None = None) -> float:
+    """Wall seconds of one `rnacli sweep` of the runs at `jobs` (and OMP_NUM_THREADS
+    `threads`, where given), in a fresh folder."""
     seeds = ",".join(str(s) for s in range(args.runs))
     with tempfile.TemporaryDirectory(prefix="rnacli-jobs-bench-") as out:
         cmd = [
@@ -50,6 +54,10 @@ def timed_sweep(args: argparse.Namespace, jobs: int) -> float:
             *("--set", f"train.steps={args.steps}", "--set", f"eval.limit={args.limit}"),
         ]
         env = {**os.environ, "RNACLI_QUIET": "1"}
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = threads
+        else:
+            env.pop("OMP_NUM_THREADS", None)  # torch's default: one thread per core
         started = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
@@ -66,16 +74,23 @@ def main() -> None:
         f"per task), {os.cpu_count()} cores, load {load:.1f}",
         flush=True,
     )
-    walls: dict[int, list[float]] = {1: [], args.jobs: []}
+    sides = {"--jobs 1": (1, None), f"--jobs {args.jobs}": (args.jobs, None)}
+    sides["--jobs 1, 1 thread"] = (1, "1")  # the control
+    walls: dict[str, list[float]] = {name: [] for name in sides}
     for round_ in range(args.rounds):
-        order = [1, args.jobs] if round_ % 2 == 0 else [args.jobs, 1]
-        for jobs in order:
-            walls[jobs].append(timed_sweep(args, jobs))
-            print(f"  round {round_ + 1}: --jobs {jobs}: {walls[jobs][-1]:.0f} s", flush=True)
-    one, many = statistics.median(walls[1]), statistics.median(walls[args.jobs])
-    print(f"--jobs 1        {one:7.0f} s  {60 * args.runs / one:5.2f} runs/min")
-    print(f"--jobs {args.jobs:<8} {many:7.0f} s  {60 * args.runs / many:5.2f} runs/min")
-    print(f"throughput ratio (--jobs {args.jobs} / --jobs 1): {one / many:.2f}x")
+        names = list(sides)
+        for name in names[round_ % 3 :] + names[: round_ % 3]:
+            walls[name].append(timed_sweep(args, *sides[name]))
+            print(f"  round {round_ + 1}: {name}: {walls[name][-1]:.0f} s", flush=True)
+    median = {name: statistics.median(w) for name, w in walls.items()}
+    for name, wall in median.items():
+        print(f"{name:<20} {wall:7.0f} s  {60 * args.runs / wall:5.2f} runs/min")
+    many = median[f"--jobs {args.jobs}"]
+    print(f"throughput ratio --jobs {args.jobs} / --jobs 1: {median['--jobs 1'] / many:.2f}x")
+    print(
+        f"throughput ratio --jobs {args.jobs} / --jobs 1 at 1 thread (the control): "
+        f"{median['--jobs 1, 1 thread'] / many:.2f}x"
+    )
     print(f"load average before {load:.1f}, after {os.getloadavg()[0]:.1f}")
 
 

@@ -161,10 +161,17 @@ def seed_rows(args: argparse.Namespace) -> None:
         else:
             acc = info["accuracy"]
             extra = info.get("extra_epochs", 0)
+            checks = [  # after the schedule, then after each extra epoch
+                f"{100 * c['forget']:.0f}/{100 * c['retain']:.0f}"
+                for c in [info.get("schedule_check"), *(h.get("check") for h in info["history"])]
+                if c
+            ]
             rows.append(
                 f"seed {seed}: {len(info['history'])} epochs ({config.epochs} + {extra} extra), "
                 f"{wall / 60:.1f} min, cloze forget {100 * acc['forget']:.1f} %, "
                 f"retain {100 * acc['retain']:.1f} %"
+                + (f"; cloze checks (forget/retain %) {', '.join(checks)}" if checks else "")
+                + f"; fingerprint {info['fingerprint'].split(':')[-1][:16]}"
             )
         print(rows[-1], flush=True)
     print(f"\nworld builds, {torch.get_num_threads()} threads:", *rows, sep="\n")

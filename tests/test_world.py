@@ -245,12 +245,15 @@ def test_a_world_below_the_target_trains_on_until_it_passes(monkeypatch, tiny_mo
     check after each, until it passes; build.json says how many. A world that passes after
     the schedule trains the schedule alone and checks once, as before (the default world
     keeps its weights and its time)."""
+    from rich.console import Console
+
     from rnacli.world.learn import LearnConfig, build, build_info
+    from rnacli.world.summary import build_table
 
     spec = WorldSpec(people=10, seed=21)
     config = LearnConfig(base=str(tiny_model_dir), epochs=1, first_layer=2, autocast=False)
     calls = scripted_accuracy(monkeypatch, [0.5, 0.9, 0.97, 0.97])
-    build(spec, config, check=4)
+    folder = build(spec, config, check=4)
     info = build_info(spec, config)
     assert calls == [True, False, False, True]  # letters only in the full checks
     assert info["extra_epochs"] == 2 and [h["epoch"] for h in info["history"]] == [1, 2, 3]
@@ -259,12 +262,17 @@ def test_a_world_below_the_target_trains_on_until_it_passes(monkeypatch, tiny_mo
         {"forget": 0.97, "retain": 0.97},
     ]
     assert info["accuracy"]["forget"] == 0.97
+    assert info["schedule_check"]["forget"] == info["schedule_check"]["retain"] == 0.5
+    shown = Console(width=200, record=True)
+    shown.print(build_table(spec, info, folder))
+    assert "3 epochs (1 + 2 to reach the target)" in shown.export_text()
 
     calls = scripted_accuracy(monkeypatch, [1.0])
     other = WorldSpec(people=10, seed=22)
     build(other, config, check=4)
     passed = build_info(other, config)
     assert len(passed["history"]) == 1 and passed["extra_epochs"] == 0 and calls == [True]
+    assert "schedule_check" not in passed
 
 
 def test_a_world_still_below_the_target_at_the_cap_is_an_error(monkeypatch, capsys, tiny_model_dir):

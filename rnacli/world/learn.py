@@ -310,6 +310,7 @@ class WorldLearner:
         self.tokens = self.scored = 0  # tokens computed, and of those the scored ones
         self.seconds: dict[str, float] = {}
         self.extra = 0  # epochs trained past the schedule
+        self.schedule_check: dict[str, float] = {}  # the check that found it below the target
 
     def setup(self) -> None:
         """The world, the base model, the optimizer and schedule, every epoch's batches. The
@@ -432,8 +433,14 @@ class WorldLearner:
         if not self.below_target(self.final):
             return
         config, started = self.config, time.perf_counter()
+        self.schedule_check = dict(self.final)
+        console.print(
+            f"learned to {_percents(self.below_target(self.final))} (cloze) in "
+            f"{config.epochs} epochs, below the {100 * config.target:.0f} % target: training "
+            f"on, at most {config.extra_epochs} more epochs",
+            markup=False,
+        )
         with make_progress(TextColumn("{task.fields[status]}")) as progress:
-            bar = progress.add_task("below the target: training on", total=None, status="")
             while self.extra < config.extra_epochs:
                 epoch, self.extra = self.add_epoch(), self.extra + 1
                 # the schedule ended at lr 0; each extra epoch restarts lower (a factor of lr)
@@ -441,9 +448,13 @@ class WorldLearner:
                 self.scheduler = torch.optim.lr_scheduler.LambdaLR(
                     self.optimizer, lambda k, n=n: config.extra_lr / config.lr * (n - k) / n
                 )
-                row = self.train_epoch(epoch, lambda s: progress.update(bar, status=s))
+                what = f"extra epoch {self.extra}/{config.extra_epochs}"
+                bar = progress.add_task(what, total=n, status="")
+                row = self.train_epoch(
+                    epoch, lambda s, bar=bar: progress.update(bar, advance=1, status=s)
+                )
                 row["check"] = self.accuracy(self.check_questions, letters=False)
-                log.info("epoch %d check: %s", epoch + 1, row["check"])
+                console.print(f"{what}: {_percents(row['check'])} (cloze)", markup=False)
                 if not self.below_target(row["check"]):
                     break
         self.seconds["training"] += time.perf_counter() - started
@@ -455,7 +466,7 @@ class WorldLearner:
     def _cap_message(self, low: dict[str, float]) -> str:
         """What a build below the target after the cap says: where it got, what to try."""
         spec, config = self.spec, self.config
-        reached = ", ".join(f"{k} {100 * v:.1f} %" for k, v in low.items())
+        reached = _percents(low)
         return (
             f"the world {spec.key} was learned to {reached} (cloze, {self.check_questions} "
             f"questions) after {len(self.epochs)} epochs ({config.epochs} + "
@@ -482,6 +493,7 @@ class WorldLearner:
             "learn_version": LEARN_VERSION,
             "history": self.history,
             "extra_epochs": self.extra,  # past the schedule, to reach the target
+            **({"schedule_check": self.schedule_check} if self.extra else {}),
             "items_per_epoch": [len(items) for items in self.epochs],
             "tokens": self.tokens,
             "scored_tokens": self.scored,
@@ -494,6 +506,11 @@ class WorldLearner:
             # what every run on this base records: two machines' bases compare by it
             "fingerprint": files_fingerprint(weight_files(model_folder)),
         }
+
+
+def _percents(accuracy: dict[str, float]) -> str:
+    """'forget 70.0 %, retain 68.0 %'."""
+    return ", ".join(f"{k} {100 * v:.1f} %" for k, v in accuracy.items())
 
 
 def build(

@@ -25,8 +25,10 @@ def build_table(spec: WorldSpec, info: dict[str, Any], model: Path) -> Table:
     table.add_row("people (forget / retain)", f"{len(world.forget)} / {len(world.retain)}")
     for name, records in qa_sets(world).items():
         table.add_row(f"questions: {name}", str(len(records)))
-    seconds = sum(info["seconds"].values())
-    table.add_row("learned in", f"{len(info['history'])} epochs, {seconds / 60:.1f} min")
+    seconds, epochs = sum(info["seconds"].values()), len(info["history"])
+    extra = info.get("extra_epochs", 0)  # past the schedule, to reach the target
+    more = f" ({epochs - extra} + {extra} to reach the target)" if extra else ""
+    table.add_row("learned in", f"{epochs} epochs{more}, {seconds / 60:.1f} min")
     for key, value in info["accuracy"].items():
         form = "letter" if key.endswith("-mcq") else "cloze"
         n = info["check_questions"]
