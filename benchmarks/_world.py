@@ -23,7 +23,13 @@ from rnacli.training.loop import train
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "world"
 FORGET, RETAIN = "world-forget", "world-retain"
 PERTURBED = ("world-perturbed", "world-mention")
-TASKS = (FORGET, RETAIN, *PERTURBED)
+# the options-line control (retain questions with their own choices listed) and the name
+# control (a retained person's name where world-perturbed puts a forget person's)
+LISTED, NAMED = "world-retain-listed", "world-perturbed-retained"
+CONTROLS = (LISTED, NAMED)
+TASKS = (FORGET, RETAIN, *PERTURBED, *CONTROLS)
+# the retain-side question each perturbed form differs from by the forget name alone
+CONTROL_OF = {"world-perturbed": LISTED, "world-mention": RETAIN}
 
 
 def world_parser(
@@ -147,7 +153,8 @@ def run_grid_jobs(runs: list[Run], tasks, jobs: int, line: Callable[[Run, str], 
             console.print(f"run {job.name} failed: {error}", markup=False, style="red")
 
     if jobs > 1 and todo:
-        print(f"{len(todo)} runs, {jobs} at once, {threads_per_job(jobs)} thread(s) each")
+        workers = min(jobs, len(todo))
+        print(f"{len(todo)} runs, {workers} at once, {threads_per_job(workers)} thread(s) each")
     failures = run_jobs(
         [
             Job(
@@ -170,12 +177,13 @@ def run_grid_jobs(runs: list[Run], tasks, jobs: int, line: Callable[[Run, str], 
 
 def world_tasks(limit: int, retain_limit: int | None = None, suffix: str = "") -> list:
     """Every forget question, `retain_limit` (default `limit`) plain retain questions and
-    `limit` of each perturbed form, of the world `suffix` names ('' the default, '[seed=1]')."""
+    `limit` of each perturbed form and control (the same questions in each), of the world
+    `suffix` names ('' the default, '[seed=1]')."""
     retain_limit = limit if retain_limit is None else retain_limit
     return (
         resolve_tasks([FORGET + suffix])
         + resolve_tasks([RETAIN + suffix], limit=retain_limit)
-        + resolve_tasks([t + suffix for t in PERTURBED], limit=limit)
+        + resolve_tasks([t + suffix for t in (*PERTURBED, *CONTROLS)], limit=limit)
     )
 
 

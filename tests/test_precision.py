@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from rnacli.runtime import precision
 from rnacli.recipe import TrainConfig
+from rnacli.runtime import precision
 
 
 def test_auto_follows_the_cached_measurement(monkeypatch, tmp_path):

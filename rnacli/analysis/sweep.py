@@ -135,8 +135,9 @@ def run_all(
             console.print(f"sweep run {Path(run.name).name}", markup=False, style="bold")
             failures += run_jobs([run], 1, report)
         return failures
-    threads = threads_per_job(jobs)
-    with progress_bar(f"sweep ({jobs} processes, {threads} thread(s) each)", len(runs)) as bar:
+    workers = max(1, min(jobs, len(runs)))
+    threads = threads_per_job(workers)
+    with progress_bar(f"sweep ({workers} processes, {threads} thread(s) each)", len(runs)) as bar:
 
         def advance(job: Job, result: Any, error: BaseException | None) -> None:
             report(job, result, error)

@@ -73,7 +73,8 @@ def _call(job: Job) -> Any:
 
 
 def run_jobs(jobs: list[Job], processes: int, done: Done | None = None) -> list[str]:
-    """Run every job, `processes` at a time; call `done(job, result, error)` as each ends
+    """Run every job, `processes` at a time (at most one worker per job, each at
+    `threads_per_job(workers)` threads); call `done(job, result, error)` as each ends
     (in this process, in the order they end). Returns one line per failed job: its name,
     the error and, from a worker, its log. With `processes` = 1 the jobs run here, one after
     the other, and only an RnacliError counts as a failure (a bug's traceback shows)."""
@@ -95,11 +96,12 @@ def run_jobs(jobs: list[Job], processes: int, done: Done | None = None) -> list[
             else:
                 finish(job, result, None)
         return failures
+    workers = max(1, min(processes, len(jobs)))  # fewer jobs than processes: more threads
     with ProcessPoolExecutor(
-        max_workers=min(processes, len(jobs)) or 1,
+        max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(threads_per_job(processes),),
+        initargs=(threads_per_job(workers),),
     ) as pool:
         futures = {pool.submit(_call, job): job for job in jobs}
         for future in as_completed(futures):
