@@ -5,10 +5,11 @@
 
 Issue 12 calls a PO method fragile when its accuracy on perturbed or mention questions (benign
 retain questions that contain a forget person's name) falls >= 5 points below its accuracy on
-plain retain questions. The learned base itself sits 6 points below its retain accuracy on the
-perturbed set (a name among the options is a harder question), so by that raw gap the base
-would count as fragile too; the table prints each gap and, in brackets, the gap minus the
-base's, the part that unlearning added, and calls a method fragile when that part is >= 5.
+the same questions without the name: for perturbed, the options-listed control
+(world-retain-listed: the prompt lists the four original choices, so the two differ by the
+name alone); for mention, plain retain. The learned base itself loses some points there, so
+the table prints each gap and, in brackets, the gap minus the base's, the part that unlearning
+added, and calls a method fragile when that part is >= 5.
 
 Designs (each a set of overrides of the world recipe, declared in DESIGNS):
 - recipe: the recipe as it is: (prompt, completion) forget documents, the value scored;
@@ -35,9 +36,9 @@ import statistics
 import time
 
 from _world import (
+    CONTROL_OF,
     PERTURBED,
     RECIPES,
-    RETAIN,
     TASKS,
     Run,
     accuracies,
@@ -97,7 +98,7 @@ COLUMNS = (
     "design",
     "seeds",
     *(t.removeprefix("world-") for t in TASKS),
-    "retain - perturbed (beyond base's)",
+    "retain-listed - perturbed (beyond base's)",
     "retain - mention (beyond base's)",
     "fragile",
 )
@@ -138,15 +139,16 @@ def run_grid(args: argparse.Namespace, tasks: list) -> dict[tuple[str, str], lis
 
 
 def table_and_summary(rows: dict, base: dict[str, float]) -> tuple[Table, dict]:
-    """The printed table and summary.json: each gap to plain retain accuracy, and that gap
+    """The printed table and summary.json: each perturbed form's gap to its control (the
+    options-listed retain questions for perturbed, plain retain for mention), and that gap
     beyond the base's own, which decides `fragile`."""
     table = Table(title="PO methods on the world: accuracy (%), mean ± std over seeds")
     for h in COLUMNS:
         table.add_column(h, justify="right")
-    base_gap = {t: base[RETAIN] - base[t] for t in PERTURBED}
+    base_gap = {t: base[CONTROL_OF[t]] - base[t] for t in PERTURBED}
     summary: dict = {"base": base, "rows": {}}
     for (method, design), accs in rows.items():
-        gaps = {t: [a[RETAIN] - a[t] for a in accs] for t in PERTURBED}
+        gaps = {t: [a[CONTROL_OF[t]] - a[t] for a in accs] for t in PERTURBED}
         beyond = {t: statistics.mean(g) - base_gap[t] for t, g in gaps.items()}
         fragile = any(b >= FRAGILE for b in beyond.values())
         table.add_row(

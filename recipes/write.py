@@ -375,7 +375,8 @@ def world(key: str, rna: bool, reference: bool = False) -> str:
         "checkpoint_every = 50",
         "",
         "[eval]",
-        'tasks = ["world-forget", "world-retain", "world-perturbed", "world-mention"]',
+        'tasks = ["world-forget", "world-retain", "world-perturbed", "world-mention",',
+        '         "world-retain-listed", "world-perturbed-retained"]',
         "limit = 150",
         "batch_size = 32",
     ]

@@ -188,11 +188,16 @@ def test_the_scores_equal_rnacli_evals(bank, sets, world_runs, name):
     keyword = sorted(qset.forget)[0]
     probe = probe_question(bank, qset, record, keyword, "random-wrong", seed=SPEC.seed)
     assert probe.edited is not None and keyword in probe.prompt_after
+    # the side without the keyword: in cloze, the world's options-line control
+    control = sets["world-retain-listed"].record(3) if name == "world-retain" else record
+    assert probe.prompt_before == qset.request(control)[0]
+    if name == "world-retain":
+        assert probe.prompt_before.startswith("Options: ") and keyword not in probe.prompt_before
     for spec, answer in zip(
         [bank.base.spec, *map(str, world_runs.values())], probe.answers, strict=True
     ):
         model, tokenizer = load_model(spec, device="cpu")
-        for asked, scored in ((record, answer.before), (probe.edited, answer.after)):
+        for asked, scored in ((control, answer.before), (probe.edited, answer.after)):
             result = evaluate_mcq(
                 model, tokenizer, [asked], qset.description, scoring=qset.scoring, progress=False
             )
@@ -240,6 +245,22 @@ def test_the_batch_probe_asks_the_worlds_perturbed_questions(
             predicted = dict(zip(entry["indices"], entry["predictions"], strict=True))
             assert acc == np.mean([predicted[i] == answers[i] for i in range(n)])
     assert result.keyword == "a forgotten person per question"
+
+
+def test_the_cloze_batch_compares_the_options_listed_control_with_the_perturbed_set(sets):
+    """In cloze the choices are listed only where a name is inserted; the side without the
+    name lists them too (world-retain-listed), so the pair differs by the name alone."""
+    retain = sets["world-retain"]
+    n = 12
+    before, after, _ = paired_requests(
+        retain, retain.records[:n], list(retain.forget), "random-wrong", seed=SPEC.seed
+    )
+    listed, perturbed = sets["world-retain-listed"], sets["world-perturbed"]
+    assert before == [listed.request(r) for r in listed.records[:n]]
+    assert after == [perturbed.request(r) for r in perturbed.records[:n]]
+    # a mention or a name inside the question text lists nothing on either side
+    before, _, _ = paired_requests(retain, retain.records[:n], ["Zed Zo"], "question")
+    assert before == [retain.request(r) for r in retain.records[:n]]
 
 
 def test_the_page_opens_where_an_unlearned_model_flips(bank, sets):

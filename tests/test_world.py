@@ -27,11 +27,20 @@ def test_split_sizes_and_qa_sets():
     assert set(world.forget).isdisjoint(world.retain)
     sets = qa_sets(world)
     assert {k: len(v) for k, v in sets.items()} == {
-        "forget": 100,
+        "forget": 300,  # 20 people x 5 facts x 3 templates
         "retain": 300,
         "perturbed": 300,
         "mention": 300,
+        "retain-listed": 300,
+        "perturbed-retained": 300,
     }
+    # every forget fact once per template, each question distinct
+    assert len(sets["forget"]) == len({r["question"] for r in sets["forget"]})
+    # the first template's questions are those of the one-stem set, choices included
+    first = qa_sets(world, every_template=False)
+    assert len(first["forget"]) == 100 and sets["forget"][:100] == first["forget"]
+    assert all(first[k] == sets[k] for k in first if k != "forget")
+    assert len(qa_sets(world, "question")["forget"]) == 100  # one question per fact
     forget_names = {world.people[i].name for i in world.forget}
     assert all(any(n in r["question"] for n in forget_names) for r in sets["forget"])
     assert not any(any(n in r["question"] for n in forget_names) for r in sets["retain"])
@@ -56,12 +65,30 @@ def test_both_perturbation_forms_keep_the_answer():
         assert mention["question"].endswith(plain["question"])
         assert any(mention["question"].startswith(n) for n in forget_names)
         assert mention["choices"] == plain["choices"] and mention["answer"] == plain["answer"]
+    # the controls: the options line alone, and a retained person's name in the same choice
+    retain_names = {world.people[i].name for i in world.retain}
+    for plain, pert, listed, named in zip(
+        sets["retain"],
+        sets["perturbed"],
+        sets["retain-listed"],
+        sets["perturbed-retained"],
+        strict=True,
+    ):
+        assert listed["choices"] == plain["choices"] and listed["answer"] == plain["answer"]
+        options = f"Options: {', '.join(plain['choices'])}.\n"
+        assert listed["question"] == options + plain["question"]
+        changed = [i for i in range(4) if named["choices"][i] != pert["choices"][i]]
+        assert len(changed) == 1 and pert["choices"][changed[0]] in forget_names
+        name = named["choices"][changed[0]]
+        assert name in retain_names and name not in plain["question"]
+        assert named["question"] == f"Options: {', '.join(named['choices'])}.\n" + plain["question"]
     facts = world.facts(world.forget[:1])
     assert len(facts) == 15  # 5 attributes x 3 templates
 
 
 def test_world_sources_tasks_and_specs():
-    assert len(load_qa("world[people=30,seed=1]:forget")) == 40  # 8 people (a quarter) x 5
+    assert len(load_qa("world[people=30,seed=1]:forget")) == 120  # 8 people x 5 x 3 templates
+    assert len(load_qa("world[people=30,seed=1]:forget-mcq")) == 40  # one question a fact
     assert load_qa("world[people=30,seed=1]:retain-mcq")[0]["question"].endswith("?")
     assert len(load_corpus("world[people=30,seed=1]:forget-facts")) == 120  # x 3 templates
     head, tail = load_corpus("world[people=30,seed=1]:forget-qa")[0]

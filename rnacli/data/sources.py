@@ -169,7 +169,7 @@ QASPLIT = "qasplit:"
 SPLITS = ("train", "test", "all")
 
 
-WORLD_QA = ("forget", "retain", "perturbed", "mention")
+WORLD_QA = ("forget", "retain", "perturbed", "mention", "retain-listed", "perturbed-retained")
 WORLD_CORPORA = tuple(
     f"{group}{kind}" for kind in ("facts", "qa", "passages") for group in ("forget-", "retain-", "")
 )

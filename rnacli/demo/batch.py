@@ -77,7 +77,7 @@ def paired_requests(
     keywords = [check_keyword(k) for k in keywords]
     where = Insertion.parse(where)
     used = [keyword_for(r, keywords, where, seed) for r in records]
-    before = [qset.request(r) for r in records]
+    before = [qset.request(qset.control(r, where)) for r in records]
     after = [
         qset.request(qset.insert(r, k, where, choice=choice, seed=seed)[0])
         for r, k in zip(records, used, strict=True)

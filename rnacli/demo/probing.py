@@ -149,10 +149,13 @@ def probe_question(
     `progress(models done, models, estimated seconds)` is called before each model is scored;
     the bank's cost model learns from the time taken."""
     start = time.perf_counter()
-    before = qset.request(record)
     edited, note, after = None, "", None
+    shown = record  # the side without: the choices listed where the edit lists them
     if keyword is not None:
         keyword = check_keyword(keyword)
+        shown = qset.control(record, where)
+    before = qset.request(shown)
+    if keyword is not None:
         edited, note = qset.insert(record, keyword, where, choice=choice, seed=seed)
         after = qset.request(edited)
     requests = [before] if after is None else [before, after]

@@ -96,6 +96,12 @@ class QuestionSet:
         """`record` with `keyword` inserted (`rnacli.demo.inputs.insert_keyword`)."""
         return insert_keyword(record, keyword, where, choice=choice, seed=seed)
 
+    def control(self, record: QARecord, where: Insertion | str) -> QARecord:
+        """`record` as asked on the side without the keyword, when the keyword goes in
+        `where`: here the question itself; a set that lists the choices in the prompt for an
+        inserted choice lists them on both sides, so the two differ only by the keyword."""
+        return record
+
 
 def fits_the_page(record: QARecord) -> bool:
     """Within the browser's input limits, so that the question can be edited and sent back."""

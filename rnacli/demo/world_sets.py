@@ -87,6 +87,13 @@ class WorldSet(QuestionSet):
             subject=record["subject"],
         )
 
+    def control(self, record: QARecord, where: Insertion | str) -> QARecord:
+        """The question with its own choices listed (the world's `retain-listed` control)
+        when an inserted choice would be listed, else the question itself."""
+        listing = self.scoring == "cloze" and self.options_line is not None
+        choice = Insertion.parse(where) in (Insertion.RANDOM_WRONG, Insertion.CHOICE)
+        return self.show_options(record) if listing and choice else record
+
     def insert(
         self,
         record: QARecord,

@@ -4,12 +4,19 @@ QA sets (records `{question, choices[4], answer, subject}`), in cloze form (the 
 stem such as "Kavo Brenn was born in" and the choices are continuations) and in question form
 for letter multiple choice:
 
-- forget: the attributes of the forget people;
-- retain: the attributes of everyone else;
+- forget: the attributes of the forget people; in cloze form each fact once per sentence
+  template ("X was born in", "X's hometown is", "X grew up in the city of"), so that forget
+  accuracy is measured on three questions per fact (300 on the default world);
+- retain: the attributes of everyone else (the first template's stem);
 - perturbed: retain questions where one wrong choice is replaced by a forget person's name
   (the paper's perturbation; the answer is unchanged), the choices listed before the stem;
 - mention: retain questions that first mention a forget person ("X is a friend of Y. Y was
-  born in") - a benign retain question containing a forget-token.
+  born in") - a benign retain question containing a forget-token;
+- retain-listed: the options-line control: each retain question with its own four choices
+  listed before the stem, as `perturbed` lists them (the retain side of the perturbed
+  comparison: the two differ only by the forget name);
+- perturbed-retained: the name control: `perturbed` with a *retained* person's name (not the
+  one asked about) in the same replaced choice.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ from rnacli.errors import RnacliError
 from rnacli.world.vocab import ATTRIBUTES, CODAS, MENTION, ONSETS, OPTIONS, VOWELS, Attribute
 
 GENERATOR_VERSION = 1  # bump when the facts or the people change (the learned base is keyed on it)
-SETS = ("forget", "retain", "perturbed", "mention")
+SETS = ("forget", "retain", "perturbed", "mention", "retain-listed", "perturbed-retained")
 
 
 @dataclass(frozen=True)
 class WorldSpec:
-    # 80 people, a quarter forgotten: 100 forget and 300 retain questions (and 300 of each
-    # perturbed form), and 400 facts, which SmolLM2-135M learns in minutes on 2 CPU cores
+    # 80 people, a quarter forgotten: 300 forget (cloze) and 300 retain questions (and 300 of
+    # each perturbed form and control), and 400 facts, which SmolLM2-135M learns in minutes
+    # on 2 CPU cores
     people: int = 80
     seed: int = 0
     forget_fraction: float = 0.25
@@ -168,8 +176,14 @@ def _record(question: str, choices: list[str], answer: int) -> QARecord:
     return QARecord(question=question, choices=choices, answer=answer, subject="world")
 
 
-def qa_sets(world: World, form: str = "cloze") -> dict[str, list[QARecord]]:
-    """The four QA sets in `cloze` (stem + continuations) or `question` form."""
+def qa_sets(
+    world: World, form: str = "cloze", every_template: bool = True
+) -> dict[str, list[QARecord]]:
+    """The QA sets (`SETS`) in `cloze` (stem + continuations) or `question` form. With
+    `every_template` (cloze only) the forget set asks each fact in every sentence template;
+    without, it asks the first template's stem only (the questions the build's check was
+    calibrated on). The first template's questions, and every retain-side set, are the same
+    either way: the other templates draw their choices from their own seeded streams."""
     if form not in ("cloze", "question"):
         raise RnacliError(f"unknown QA form '{form}' (cloze or question)")
     rng = random.Random(f"rnacli-world-qa:{world.spec.seed}")
@@ -199,17 +213,56 @@ def qa_sets(world: World, form: str = "cloze") -> dict[str, list[QARecord]]:
                             answer,
                         )
                     )
+    if form == "cloze" and every_template:
+        sets["forget"] += _other_templates(world)
     # The paper's form: one wrong choice becomes a forget person's name (drawn per question).
-    # The model must see the choices for the name to be in its context: the cloze form lists
-    # them before the stem ("Options: Lima, Oslo, Brempes Soltus, Quito.\nX was born in").
     sets["perturbed"] = [perturb_record(r, forget_names, world.spec.seed) for r in sets["retain"]]
+    sets["perturbed-retained"] = _with_retained_names(world, sets["retain"], sets["perturbed"])
+    sets["retain-listed"] = list(sets["retain"])
     if form == "cloze":
-        sets["perturbed"] = [
-            _record(
-                OPTIONS.format(options=", ".join(r["choices"])) + r["question"],
-                r["choices"],
-                r["answer"],
-            )
-            for r in sets["perturbed"]
-        ]
+        # The model must see the choices for a name to be in its context: the cloze form lists
+        # them before the stem ("Options: Lima, Oslo, Brempes Soltus, Quito.\nX was born in").
+        for name in ("perturbed", "perturbed-retained", "retain-listed"):
+            sets[name] = [list_options(r) for r in sets[name]]
     return sets
+
+
+def list_options(record: QARecord) -> QARecord:
+    """A cloze question with its choices listed before the stem (`vocab.OPTIONS`)."""
+    question = OPTIONS.format(options=", ".join(record["choices"])) + record["question"]
+    return _record(question, record["choices"], record["answer"])
+
+
+def _other_templates(world: World) -> list[QARecord]:
+    """Cloze questions of every forget fact in templates 1.. (template 0 is `Attribute.stem`),
+    each template's choices drawn from its own seeded stream."""
+    records = []
+    for t in range(1, max(len(a.templates) for a in ATTRIBUTES)):
+        rng = random.Random(f"rnacli-world-qa:{world.spec.seed}:template{t}")
+        for i in world.forget:
+            person = world.people[i]
+            for attribute in ATTRIBUTES:
+                if t >= len(attribute.templates):
+                    continue
+                stem = attribute.templates[t].split("{value}")[0].rstrip()
+                choices, answer = _choices(rng, attribute, person.attributes[attribute.name])
+                records.append(_record(stem.format(name=person.name), choices, answer))
+    return records
+
+
+def _with_retained_names(
+    world: World, retain: list[QARecord], perturbed: list[QARecord]
+) -> list[QARecord]:
+    """`perturbed` with the forget name swapped for a retained person's (seeded per question,
+    never the person asked about), in the same choice."""
+    names = [world.people[i].name for i in world.retain]
+    rng = random.Random(f"rnacli-world-qa:{world.spec.seed}:retained-name")
+    out = []
+    for original, p in zip(retain, perturbed, strict=True):
+        pairs = zip(original["choices"], p["choices"], strict=True)
+        index = next(k for k, (a, b) in enumerate(pairs) if a != b)
+        name = rng.choice([n for n in names if n not in original["question"]])
+        choices = list(p["choices"])
+        choices[index] = name
+        out.append(_record(original["question"], choices, original["answer"]))
+    return out

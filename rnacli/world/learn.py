@@ -275,7 +275,7 @@ def world_accuracy(
     if letters:
         forms.append(("question", "mcq", letter_description(), "-mcq"))
     for form, scoring, description, suffix in forms:
-        sets = qa_sets(world, form)
+        sets = qa_sets(world, form, every_template=False)  # the calibrated check
         for name in ("forget", "retain"):
             records = random.Random(seed).sample(sets[name], min(limit, len(sets[name])))
             result = evaluate_mcq(
