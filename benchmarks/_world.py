@@ -18,7 +18,7 @@ from rnacli.evaluate.tasks import resolve_tasks
 from rnacli.recipe import load_recipe
 from rnacli.runs.checkpoint import CHECKPOINT, read_meta
 from rnacli.runtime.pool import Job, run_jobs, threads_per_job
-from rnacli.training.loop import train
+from rnacli.training.loop import check_run_recipe, train
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "world"
 FORGET, RETAIN = "world-forget", "world-retain"
@@ -108,6 +108,7 @@ def trained(recipe_path: Path, run_dir: Path, overrides: list[str]) -> Path:
     meta = run_dir / CHECKPOINT / "meta.json"
     if not (meta.exists() and read_meta(run_dir)["step"] >= recipe.train.steps):
         train(recipe, run_dir, resume=True)
+    check_run_recipe(recipe, run_dir, str(run_dir))  # a finished run of other settings: refused
     return run_dir
 
 
@@ -129,7 +130,9 @@ def is_done(run: Run, tasks) -> bool:
     """Trained to the recipe's steps and evaluated on every task."""
     if not (run.run_dir / CHECKPOINT / "meta.json").exists():
         return False
-    if read_meta(run.run_dir)["step"] < load_recipe(run.recipe, run.overrides).train.steps:
+    recipe = load_recipe(run.recipe, run.overrides)
+    check_run_recipe(recipe, run.run_dir, str(run.run_dir))
+    if read_meta(run.run_dir)["step"] < recipe.train.steps:
         return False
     done = read_eval(run.run_dir)[0]["tasks"] if (run.run_dir / EVAL_FILE).exists() else {}
     return all(t.name in done for t in tasks)

@@ -73,6 +73,15 @@ def test_sweep_trains_evaluates_and_resumes(
     again = sweep(recipe, grid, tmp_path / "sweeps")
     assert again["points"] == summary["points"]
 
+    # the same folders asked for under other settings: refused, never filed as these points
+    for extra in (["rna.side = 'model'"], ["rna.layers = 0"]):
+        with pytest.raises(RnacliError, match=r"rna.noise_scale=0.01: rna.(side|layers) differs"):
+            sweep(recipe, grid, tmp_path / "sweeps", extra=extra)
+    # an evaluation missing from a point trained with other settings: refused too
+    (folder / "rna.noise_scale=0.01" / "eval.json").unlink()
+    with pytest.raises(RnacliError, match="rna.side differs from the run's recipe"):
+        sweep(recipe, grid, tmp_path / "sweeps", extra=["rna.side = 'model'"])
+
 
 def seeded_recipe(tmp_path, tiny_model_dir, corpora, qa_file):
     raw = tiny_recipe(

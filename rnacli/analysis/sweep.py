@@ -61,8 +61,15 @@ def overrides(point: dict[str, Any]) -> list[str]:
 
 
 def _is_done(run_dir: Path, recipe: Recipe) -> bool:
-    """Trained to the end and evaluated on every task of the recipe's [eval] section."""
-    if not (run_dir / CHECKPOINT / "meta.json").exists() or not (run_dir / EVAL_FILE).exists():
+    """Trained to the end and evaluated on every task of the recipe's [eval] section. A
+    folder trained with another recipe (another --set, an edited recipe) is an error, never
+    a point reused: its results would be filed under this sweep's settings."""
+    from rnacli.training.loop import check_run_recipe
+
+    if not (run_dir / CHECKPOINT / "meta.json").exists():
+        return False
+    check_run_recipe(recipe, run_dir, str(run_dir))
+    if not (run_dir / EVAL_FILE).exists():
         return False
     if read_meta(run_dir)["step"] < recipe.train.steps:
         return False

@@ -90,15 +90,24 @@ def resume_step(run_dir: Path, recipe: Recipe, resume: bool, world: int = 1) -> 
     if not has_checkpoint:
         log.info("%s: no checkpoint yet, starting from step 0", run_dir)
         return 0
-    saved_path = run_dir / RECIPE_JSON
-    if not saved_path.is_file():
-        raise RnacliError(f"--resume: {saved_path} is missing (the run folder is damaged)")
-    saved = read_json(saved_path)
-    if not isinstance(saved, dict):
-        raise RnacliError(f"--resume: {saved_path}: expected a JSON object")
-    _check_same_recipe(recipe, saved)
+    saved = check_run_recipe(recipe, run_dir, "--resume")
     _same_global_batch(run_dir, recipe, saved, world)
     return int(read_meta(run_dir)["step"])
+
+
+def check_run_recipe(recipe: Recipe, run_dir: Path, who: str) -> dict:
+    """The recipe `run_dir` was trained with (its recipe.json), checked to equal `recipe` in
+    every key but steps and checkpoint_every (`_check_same_recipe`), so that a folder trained
+    with other settings is never reused or resumed as if it held this recipe. `who` opens the
+    error line (e.g. '--resume', or the sweep's run folder). Raises RnacliError."""
+    saved_path = run_dir / RECIPE_JSON
+    if not saved_path.is_file():
+        raise RnacliError(f"{who}: {saved_path} is missing (the run folder is damaged)")
+    saved = read_json(saved_path)
+    if not isinstance(saved, dict):
+        raise RnacliError(f"{who}: {saved_path}: expected a JSON object")
+    _check_same_recipe(recipe, saved, who)
+    return saved
 
 
 def _same_global_batch(run_dir: Path, recipe: Recipe, saved: dict, world: int) -> None:
@@ -134,7 +143,7 @@ def _same_global_batch(run_dir: Path, recipe: Recipe, saved: dict, world: int) -
     )
 
 
-def _check_same_recipe(recipe: Recipe, saved: dict) -> None:
+def _check_same_recipe(recipe: Recipe, saved: dict, who: str = "--resume") -> None:
     """Every key of the saved recipe equals the recipe's, but steps and checkpoint_every. A key
     the run's recipe lacks (added to rnacli since) had its value from before the key
     (`BEFORE_THE_KEY`), else its default; the run keeps that meaning unless the recipe names
@@ -154,10 +163,10 @@ def _check_same_recipe(recipe: Recipe, saved: dict) -> None:
                 continue
             if not recorded and key not in config.model_fields_set:
                 setattr(config, key, then)  # the run's own meaning, not today's default
-                log.info("--resume: %s.%s = %r, as the run was trained", section, key, then)
+                log.info("%s: %s.%s = %r, as the run was trained", who, section, key, then)
                 continue
             raise RnacliError(
-                f"--resume: {section}.{key} differs from the run's recipe "
+                f"{who}: {section}.{key} differs from the run's recipe "
                 f"({then!r} there, {now.get(section, {}).get(key)!r} now)"
             )
 
