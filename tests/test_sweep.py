@@ -26,6 +26,44 @@ def test_grid_parsing():
         parse_grid(["rna.noise_scale"])
 
 
+def test_a_linked_axis_moves_its_keys_together(tmp_path):
+    """rna.side+rna.layers=reference+8,model+7: two placements (not four), each point a flat
+    {key: value}; the plot draws a line per placement and the table a column per key."""
+    from rnacli.analysis.sweep import _curves, grid_keys, plot_sweep, sweep_table
+
+    grid = parse_grid(["rna.noise_scale=0.1,1", "rna.side+rna.layers=reference+8,model+7"])
+    assert grid == {
+        "rna.noise_scale": [0.1, 1],
+        "rna.side+rna.layers": [["reference", 8], ["model", 7]],
+    }
+    assert grid_keys(grid) == ["rna.noise_scale", "rna.side", "rna.layers"]
+    assert points(grid) == [
+        {"rna.noise_scale": nu, "rna.side": side, "rna.layers": layer}
+        for nu in (0.1, 1)
+        for side, layer in (("reference", 8), ("model", 7))
+    ]
+    assert point_name(points(grid)[1]) == "rna.noise_scale=0.1+rna.side=model+rna.layers=7"
+    for bad, match in (
+        ("rna.side+rna.layers=reference+8,model", "'model' gives 1 value"),
+        ("rna.side+=reference+8", "expected KEY=V1,V2"),
+    ):
+        with pytest.raises(RnacliError, match=match):
+            parse_grid([bad])
+    rows = [
+        {"point": pt, "tasks": {"t": {"n": 4, "acc": acc, "stderr": 0.1}}}
+        for pt, acc in zip(points(grid), (0.5, 0.6, 0.7, 0.8), strict=True)
+    ]
+    summary = {"folder": "f", "grid": grid, "points": rows}
+    curves = _curves(summary, "t", "rna.noise_scale")
+    assert {k: [(x, y) for x, y, *_ in v] for k, v in curves.items()} == {
+        "rna.side=reference, rna.layers=8": [(0.1, 50.0), (1, 70.0)],
+        "rna.side=model, rna.layers=7": [(0.1, 60.0), (1, 80.0)],
+    }
+    assert len(sweep_table(summary).columns) == 4
+    plot_sweep(summary, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_grid_values_with_quotes_and_backslashes_round_trip(tmp_path, tiny_model_dir, corpora):
     """A point's values reach the recipe unchanged: the overrides are written as TOML by the
     recipe's writer (a hand-made f'"{v}"' broke on a quote and ate backslashes)."""

@@ -27,27 +27,58 @@ from rnacli.runs.checkpoint import CHECKPOINT, read_meta
 from rnacli.runs.outputs import anything, check_folder, names
 from rnacli.runtime.pool import Job, run_jobs, threads_per_job
 
+LINK = "+"  # rna.side+rna.layers=reference+8,model+7: keys that move together
+
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
-    """['rna.noise_scale=0.01,0.02'] -> {'rna.noise_scale': [0.01, 0.02]} (values as TOML)."""
+    """['rna.noise_scale=0.01,0.02'] -> {'rna.noise_scale': [0.01, 0.02]} (values as TOML).
+    Keys joined by '+' are one axis whose values move together:
+    'rna.side+rna.layers=reference+8,model+7' -> {'rna.side+rna.layers': [['reference', 8],
+    ['model', 7]]} (two placements, not four)."""
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, sep, values = item.partition("=")
-        if not sep or not values.strip():
+        keys = [k.strip() for k in key.split(LINK)]
+        if not sep or not values.strip() or not all(keys):
             raise RnacliError(
-                f"--grid {item}: expected KEY=V1,V2,... (e.g. rna.noise_scale=0.01,0.02)"
+                f"--grid {item}: expected KEY=V1,V2,... (e.g. rna.noise_scale=0.01,0.02) or "
+                "KEY+KEY=V+V,V+V (e.g. rna.side+rna.layers=reference+8,model+7)"
             )
-        grid[key.strip()] = [
-            parse_override(f"{key}={v.strip()}")[1] for v in values.split(",") if v.strip()
-        ]
+        axis = []
+        for value in (v.strip() for v in values.split(",")):
+            if not value:
+                continue
+            parts = value.split(LINK) if len(keys) > 1 else [value]
+            if len(parts) != len(keys):
+                raise RnacliError(
+                    f"--grid {item}: '{value}' gives {len(parts)} value(s) for the "
+                    f"{len(keys)} keys {LINK.join(keys)} (one per key, joined by '{LINK}')"
+                )
+            parsed = [
+                parse_override(f"{k}={v.strip()}")[1] for k, v in zip(keys, parts, strict=True)
+            ]
+            axis.append(parsed[0] if len(keys) == 1 else parsed)
+        grid[LINK.join(keys)] = axis
     if not grid:
         raise RnacliError("a sweep needs at least one --grid KEY=V1,V2,...")
     return grid
 
 
+def grid_keys(grid: dict[str, list[Any]]) -> list[str]:
+    """The recipe keys a grid sets, linked axes split ('rna.side+rna.layers' -> two keys)."""
+    return [k for axis in grid for k in axis.split(LINK)]
+
+
 def points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    keys = list(grid)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    """Every point of the grid (the product of its axes) as {recipe key: value}."""
+    out = []
+    for combo in itertools.product(*grid.values()):
+        point: dict[str, Any] = {}
+        for axis, value in zip(grid, combo, strict=True):
+            keys = axis.split(LINK)
+            point.update(zip(keys, value if len(keys) > 1 else [value], strict=True))
+        out.append(point)
+    return out
 
 
 def point_name(point: dict[str, Any]) -> str:
@@ -167,7 +198,7 @@ def sweep(
     write) the sweep summary: with seeds, each point's mean and spread over them. `force`
     writes into a sweep folder that holds other files."""
     extra = list(extra or [])
-    if seeds and "train.seed" in grid:
+    if seeds and "train.seed" in grid_keys(grid):
         raise RnacliError("--seeds and --grid train.seed=...: give the seeds once, with --seeds")
     base = load_recipe(recipe_path, extra)
     folder = root / base.name
@@ -261,10 +292,11 @@ def sweep_table(summary: dict[str, Any]) -> Table:
     seeds = summary.get("seeds")
     what = f"mean ± std over seeds {', '.join(map(str, seeds))}" if seeds else "accuracy ± stderr"
     table = Table(title=f"Sweep: {escape(summary['folder'])} ({what}, %)", title_justify="left")
-    for col in [*summary["grid"], *tasks]:
+    keys = grid_keys(summary["grid"])
+    for col in [*keys, *tasks]:
         table.add_column(escape(col), justify="right")
     for row in summary["points"]:
-        cells = [escape(str(row["point"][k])) for k in summary["grid"]]
+        cells = [escape(str(row["point"][k])) for k in keys]
         cells += [_cell(row["tasks"].get(t)) for t in tasks]
         table.add_row(*cells)
     return table
@@ -274,7 +306,7 @@ def _curves(summary: dict[str, Any], task: str, x_key: str) -> dict[str, list[tu
     """A panel's curves: label (the other grid keys' values) -> sorted (x, y, low, high,
     per-seed ys) in %: y the accuracy and low/high its stderr bar, or with seeds y the mean
     and low/high the min and max over seeds."""
-    rest = [k for k in summary["grid"] if k != x_key]
+    rest = [k for k in grid_keys(summary["grid"]) if k != x_key]
     lines: dict[str, list[tuple]] = {}
     for row in summary["points"]:
         res = row["tasks"].get(task)
@@ -311,7 +343,8 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x_key = next(iter(summary["grid"]))
+    keys = grid_keys(summary["grid"])
+    x_key = keys[0]
     tasks, seeds = _tasks(summary), summary.get("seeds")
     cols = min(3, len(tasks))
     rows_n = (len(tasks) + cols - 1) // cols
@@ -330,17 +363,17 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> None:
                     [hi - y for y, hi in zip(ys, highs, strict=True)],
                 ]
                 ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
-        if _log_x(summary["grid"][x_key]):
+        if _log_x([row["point"][x_key] for row in summary["points"]]):
             ax.set_xscale("log")
         ax.set_title(task)
         ax.set_xlabel(x_key)
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
-        if len(summary["grid"]) > 1:
+        if len(keys) > 1:
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(tasks) :]:
         ax.set_visible(False)
-    title = f"Sweep of {', '.join(summary['grid'])}"
+    title = f"Sweep of {', '.join(keys)}"
     if seeds:
         title += f": mean over seeds {', '.join(map(str, seeds))} (line), min-max (band)"
     fig.suptitle(title)

@@ -28,7 +28,12 @@ from rnacli.errors import RnacliError
 def sweep_command(
     recipe: RecipeFile,
     grid: Annotated[
-        list[str], typer.Option(help="KEY=V1,V2,... (repeatable; the grid is their product).")
+        list[str],
+        typer.Option(
+            help="KEY=V1,V2,... (repeatable; the grid is their product; the first is the plot's "
+            "x axis). KEY+KEY=A+B,C+D moves keys together, e.g. "
+            "rna.side+rna.layers=reference+8,model+7."
+        ),
     ],
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe key for every point.")
