@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rnacli.console import console
-from rnacli.evaluate.results import EVAL_FILE, merge_eval, read_eval
+from rnacli.evaluate.results import EVAL_FILE, merge_eval, read_eval, unanswered
 from rnacli.evaluate.runner import evaluate_model
 from rnacli.evaluate.tasks import resolve_tasks
 from rnacli.recipe import load_recipe
@@ -97,8 +97,8 @@ def evaluated(run_dir: Path, tasks) -> dict:
     """Per task of a run (evaluating what is missing): its accuracy and, per question, whether
     the answer was right (for the bootstrap intervals)."""
     done = read_eval(run_dir)[0]["tasks"] if (run_dir / EVAL_FILE).exists() else {}
-    if not all(t.name in done for t in tasks):
-        done = evaluate_model(str(run_dir), tasks, batch_size=32)["tasks"]
+    if missing := unanswered(done, tasks):
+        done = {**done, **evaluate_model(str(run_dir), missing, batch_size=32)["tasks"]}
     return {t.name: with_correct(done[t.name]) for t in tasks}
 
 
@@ -135,7 +135,7 @@ def is_done(run: Run, tasks) -> bool:
     if read_meta(run.run_dir)["step"] < recipe.train.steps:
         return False
     done = read_eval(run.run_dir)[0]["tasks"] if (run.run_dir / EVAL_FILE).exists() else {}
-    return all(t.name in done for t in tasks)
+    return not unanswered(done, tasks)
 
 
 def run_grid_jobs(runs: list[Run], tasks, jobs: int, line: Callable[[Run, str], None]) -> None:
@@ -179,14 +179,15 @@ def run_grid_jobs(runs: list[Run], tasks, jobs: int, line: Callable[[Run, str], 
 
 
 def world_tasks(limit: int, retain_limit: int | None = None, suffix: str = "") -> list:
-    """Every forget question, `retain_limit` (default `limit`) plain retain questions and
-    `limit` of each perturbed form and control (the same questions in each), of the world
-    `suffix` names ('' the default, '[seed=1]')."""
+    """Every forget question, `limit` of each perturbed form, and `retain_limit` (default
+    `limit`) of the plain retain questions and of each control (the retain-side baselines;
+    every retain-side set asks the same questions, so a smaller sample is a subset), of the
+    world `suffix` names ('' the default, '[seed=1]')."""
     retain_limit = limit if retain_limit is None else retain_limit
     return (
         resolve_tasks([FORGET + suffix])
-        + resolve_tasks([RETAIN + suffix], limit=retain_limit)
-        + resolve_tasks([t + suffix for t in (*PERTURBED, *CONTROLS)], limit=limit)
+        + resolve_tasks([t + suffix for t in (RETAIN, *CONTROLS)], limit=retain_limit)
+        + resolve_tasks([t + suffix for t in PERTURBED], limit=limit)
     )
 
 

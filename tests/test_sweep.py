@@ -119,6 +119,12 @@ def test_sweep_trains_evaluates_and_resumes(
     (folder / "rna.noise_scale=0.01" / "eval.json").unlink()
     with pytest.raises(RnacliError, match="rna.side differs from the run's recipe"):
         sweep(recipe, grid, tmp_path / "sweeps", extra=["rna.side = 'model'"])
+    # a stored result for other questions (another eval.limit) is not reused: evaluated again,
+    # without training again
+    raw["eval"]["limit"] = 4
+    recipe = write_recipe(tmp_path, raw)
+    again = sweep(recipe, grid, tmp_path / "sweeps")
+    assert [r["tasks"][str(qa_file)]["n"] for r in again["points"]] == [4, 4]
 
 
 def seeded_recipe(tmp_path, tiny_model_dir, corpora, qa_file):

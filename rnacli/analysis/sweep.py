@@ -20,7 +20,7 @@ from rnacli.console import console, progress_bar
 from rnacli.data.perturb import keyword_sets, slug
 from rnacli.errors import RnacliError
 from rnacli.evaluate.report import fmt_acc
-from rnacli.evaluate.results import EVAL_FILE, read_eval
+from rnacli.evaluate.results import EVAL_FILE, read_eval, unanswered
 from rnacli.files.atomic import atomic_path, write_json
 from rnacli.recipe import Recipe, load_recipe, parse_override, to_toml
 from rnacli.runs.checkpoint import CHECKPOINT, read_meta
@@ -104,8 +104,7 @@ def _is_done(run_dir: Path, recipe: Recipe) -> bool:
         return False
     if read_meta(run_dir)["step"] < recipe.train.steps:
         return False
-    done = set(read_eval(run_dir)[0]["tasks"])
-    return all(task.name in done for task in _recipe_tasks(recipe))
+    return not unanswered(read_eval(run_dir)[0]["tasks"], _recipe_tasks(recipe))
 
 
 def _recipe_tasks(recipe: Recipe):
@@ -121,7 +120,9 @@ def run_point(recipe_path: Path, point: dict[str, Any], run_dir: Path, extra: li
     from rnacli.training.loop import train
 
     recipe = load_recipe(recipe_path, extra + overrides(point))
-    train(recipe, run_dir, resume=True)
+    meta = run_dir / CHECKPOINT / "meta.json"
+    if not (meta.exists() and read_meta(run_dir)["step"] >= recipe.train.steps):
+        train(recipe, run_dir, resume=True)  # else trained: only the evaluation is missing
     e = recipe.eval
     evaluate_model(
         str(run_dir),

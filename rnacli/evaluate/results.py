@@ -69,6 +69,19 @@ def read_eval(path: Path) -> list[dict[str, Any]]:
     return models
 
 
+def unanswered(done: dict[str, Any], tasks: list[TaskDocs]) -> list[TaskDocs]:
+    """The `tasks` that `done` (a model entry's "tasks") lacks, or holds for other questions
+    (another --limit, seed or world: the same name, other indices or keywords), so that a
+    stored result is reused only for exactly the questions asked."""
+    return [
+        t
+        for t in tasks
+        if not isinstance(done.get(t.name), dict)
+        or done[t.name].get("indices") != t.indices
+        or done[t.name].get("keywords", []) != t.keywords
+    ]
+
+
 def is_eval_file(file: Path) -> bool:
     """Whether `file` is an eval.json rnacli wrote (`rnacli eval --out` merges into it)."""
     try:
