@@ -97,7 +97,7 @@ def test_relearn_and_held_out_never_share_a_person(spec, share, seed):
     (own,) = split.relearned
     assert all(any(n in r["question"] for n in held) for r in held_out.records)
     assert all(not any(n in r["question"] for n in relearned) for r in held_out.records)
-    assert len(held_out.records) + len(own.records) == 5 * len(forgotten)
+    assert len(held_out.records) + len(own.records) == 15 * len(forgotten)  # 3 templates
     assert not set(held_out.indices) & set(own.indices)
 
 
@@ -170,7 +170,8 @@ def test_quantize_runs_on_the_cpu_with_bitsandbytes(world_run, bits, kind):
     result = quantize(world_run, settings)
     assert checkpoint_digest(world_run) == before
     assert set(result["accuracy"]) == {"base", "unlearned", "quantized", "base_quantized"}
-    assert result["recovery"]["n"] == 20  # every forget question of the 4 forgotten people
+    # every forget question of the 4 forgotten people: 5 facts x 3 templates each
+    assert result["recovery"]["n"] == 60
     folder = world_run / "attacks" / settings.name
     assert not [p for p in folder.iterdir() if p.name.startswith(".model.")]  # copy deleted
     assert json.loads((folder / "settings.json").read_text())["bits"] == bits
