@@ -375,7 +375,9 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> None:
     for ax in list(axes.flat)[len(tasks) :]:
         ax.set_visible(False)
     title = f"Sweep of {', '.join(keys)}"
-    if seeds:
+    if seeds and len(seeds) == 1:
+        title += f": seed {seeds[0]}, one run per point"
+    elif seeds:
         title += f": mean over seeds {', '.join(map(str, seeds))} (line), min-max (band)"
     fig.suptitle(title)
     fig.tight_layout()
