@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from pathlib import Path
 from typing import NamedTuple
 
@@ -85,6 +84,11 @@ class World(NamedTuple):
     side: str = "reference"
     rna_layer: int = 8
     relative: bool = False
+    # where the values come from, the recipe header's second line (details in DOCS)
+    source: str = "rnacli sweep, seed 0, on the first world"
+
+
+PLAIN_SOURCE = World._field_defaults["source"]  # the plain recipes' values
 
 
 PAPER_READING = (16.0, 8)  # the world's reference-side RNA: absolute nu, layer
@@ -103,6 +107,7 @@ WORLD = {
         side="model",
         rna_layer=7,
         relative=True,
+        source="RNA placement: world_tradeoff.py, 5 seeds; the rest: sweeps",
     ),
     "adaptive_rmu": World("adaptive_rmu", None, ["beta = 3.0"], 10.0, 0.005, 150, 16.0),
     "rsv": World("rsv", None, ["steering_coeff = 1500.0"], 10.0, 0.005, 150, 1600.0),
@@ -337,19 +342,15 @@ def world(key: str, rna: bool, reference: bool = False) -> str:
     name = method_label(w.method, w.retain_loss)
     placement = ""
     if reference:
-        placement = " as in Algorithm 1 (reference pass)"
+        placement = " in the reference pass (Algorithm 1)"
     elif rna and w.side == "model":
-        placement = " in the model's own retain pass (Assumption 5.1)"
-    header = (
-        f"{name}{' with RNA' if rna else ''}{placement} on the fictional world (`rnacli\0world"
-        "\0build`): SmolLM2-135M learns 80 made-up people, then forgets 20 of them."
-    )
+        placement = " in the model's retain pass (Assump. 5.1)"
+    source = w.source if rna else PLAIN_SOURCE
+    if reference:
+        source = "Algorithm 1 at the unlearn layer, the world's nu 16"
     lines = [
-        *(
-            f"# {line.replace(chr(0), ' ')}"
-            for line in textwrap.wrap(header, 96, break_on_hyphens=False)
-        ),
-        f"# Details: {DOCS}#{key}",
+        f"# {name}{' with RNA' if rna else ''}{placement}: forget 20 of the world's 80 people.",
+        f"# Values: {source} ({DOCS}#{key}).",
         f'description = "{name}{" + RNA" if rna else ""}{" (reference side)" if reference else ""}'
         ': forget 20 of 80 fictional people"',
         "",
