@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rnacli.console import console
+from rnacli.errors import RnacliError
 from rnacli.evaluate.results import EVAL_FILE, merge_eval, read_eval, unanswered
 from rnacli.evaluate.runner import evaluate_model
 from rnacli.evaluate.tasks import resolve_tasks
 from rnacli.recipe import load_recipe
 from rnacli.runs.checkpoint import CHECKPOINT, read_meta
 from rnacli.runtime.pool import Job, run_jobs, threads_per_job
-from rnacli.training.loop import check_run_recipe, train
+from rnacli.training.loop import check_run_recipe, finished, train
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "world"
 FORGET, RETAIN = "world-forget", "world-retain"
@@ -109,6 +110,7 @@ def trained(recipe_path: Path, run_dir: Path, overrides: list[str]) -> Path:
     if not (meta.exists() and read_meta(run_dir)["step"] >= recipe.train.steps):
         train(recipe, run_dir, resume=True)
     check_run_recipe(recipe, run_dir, str(run_dir))  # a finished run of other settings: refused
+    finished(run_dir, recipe)
     return run_dir
 
 
@@ -131,7 +133,11 @@ def is_done(run: Run, tasks) -> bool:
     if not (run.run_dir / CHECKPOINT / "meta.json").exists():
         return False
     recipe = load_recipe(run.recipe, run.overrides)
-    check_run_recipe(recipe, run.run_dir, str(run.run_dir))
+    try:
+        check_run_recipe(recipe, run.run_dir, str(run.run_dir))
+        finished(run.run_dir, recipe)
+    except RnacliError as e:
+        raise SystemExit(f"{e} (another --root, or remove that folder)") from None
     if read_meta(run.run_dir)["step"] < recipe.train.steps:
         return False
     done = read_eval(run.run_dir)[0]["tasks"] if (run.run_dir / EVAL_FILE).exists() else {}
@@ -179,24 +185,28 @@ def run_grid_jobs(runs: list[Run], tasks, jobs: int, line: Callable[[Run, str], 
 
 
 def world_tasks(limit: int, retain_limit: int | None = None, suffix: str = "") -> list:
-    """Every forget question, `limit` of each perturbed form, and `retain_limit` (default
-    `limit`) of the plain retain questions and of each control (the retain-side baselines;
-    every retain-side set asks the same questions, so a smaller sample is a subset), of the
-    world `suffix` names ('' the default, '[seed=1]')."""
+    """Every forget question, `retain_limit` (default `limit`) plain retain questions, and
+    `limit` of each perturbed form and of its controls (the same seeded sample: every
+    retain-side set lists the same questions in the same order, so the perturbed questions
+    and their controls pair one to one), of the world `suffix` names ('' the default,
+    '[seed=1]')."""
     retain_limit = limit if retain_limit is None else retain_limit
     return (
         resolve_tasks([FORGET + suffix])
-        + resolve_tasks([t + suffix for t in (RETAIN, *CONTROLS)], limit=retain_limit)
-        + resolve_tasks([t + suffix for t in PERTURBED], limit=limit)
+        + resolve_tasks([RETAIN + suffix], limit=retain_limit)
+        + resolve_tasks([t + suffix for t in (*PERTURBED, *CONTROLS)], limit=limit)
     )
 
 
 def base_evaluated(root: Path, tasks, model: str = "world") -> dict:
-    """`evaluated` for the learned base `model`, evaluated once into `root`/base."""
+    """`evaluated` for the learned base `model`, kept in `root`/base/eval.json: only the tasks
+    it lacks (or holds for other questions) are evaluated, and merged in."""
     base_dir = root / "base"
-    if not (base_dir / EVAL_FILE).exists():
-        merge_eval(base_dir, [evaluate_model(model, tasks, batch_size=32)])
-    return evaluated(base_dir, tasks)
+    done = read_eval(base_dir)[0]["tasks"] if (base_dir / EVAL_FILE).exists() else {}
+    if missing := unanswered(done, tasks):
+        merge_eval(base_dir, [evaluate_model(model, missing, batch_size=32)])
+        done = read_eval(base_dir)[0]["tasks"]
+    return {t.name: with_correct(done[t.name]) for t in tasks}
 
 
 def accuracies(evaluation: dict) -> dict[str, float]:

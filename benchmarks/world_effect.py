@@ -50,10 +50,7 @@ METHODS = [
 RM = {"rmu", "adaptive_rmu", "rsv"}
 HEADER = (
     "method",
-    "forget",
-    "retain",
-    "perturbed",
-    "mention",
+    *(t.removeprefix("world-") for t in TASKS),
     "red. pert.",
     "red. ment.",
     "rec. pert.",
@@ -160,11 +157,8 @@ def method_lines(method: str, rows: list[dict]) -> list[str]:
 def report(results: dict, n_seeds: int) -> None:
     """The table (mean ± std over seeds), the RM and PO averages, the intervals, the checks."""
     base = results["base"]
-    print(
-        f"base (learned world): forget {100 * base['world-forget']:.1f}, retain "
-        f"{100 * base['world-retain']:.1f}, perturbed {100 * base['world-perturbed']:.1f}, "
-        f"mention {100 * base['world-mention']:.1f}   ({n_seeds} seeds: mean ± std, %)"
-    )
+    line = ", ".join(f"{t.removeprefix('world-')} {100 * base[t]:.1f}" for t in TASKS)
+    print(f"base (learned world): {line}   ({n_seeds} seeds: mean ± std, %)")
     print(" | ".join(f"{h:>14}" for h in HEADER))
     groups: dict[str, dict[str, list[float]]] = {"RM": {}, "PO": {}}
     for method, rows in results["methods"].items():

@@ -369,3 +369,12 @@ def test_attack_output_keeps_a_bracketed_run_name(world_run, tmp_path, monkeypat
         monkeypatch, capsys, "attack", "quantize", str(run), "--bits", "8", "--device", "cpu"
     )
     assert "r[seed=2]:quantize-8bit" in text and "r[seed=2]/attacks/quantize-8bit" in text
+
+
+def test_the_worlds_controls_are_not_robustness_tasks():
+    from rnacli.attacks.splits import is_perturbed
+
+    assert is_perturbed("world-perturbed") and is_perturbed("world-mention[seed=1]")
+    assert is_perturbed("perturbed-mmlu[SARS-CoV-2]")
+    assert not is_perturbed("world-perturbed-retained") and not is_perturbed("world-retain-listed")
+    assert not is_perturbed("world-perturbed-retained[seed=1]") and not is_perturbed("mmlu")

@@ -24,6 +24,26 @@ def test_grid_parsing():
     assert point_name({"rna.noise_scale": 0.01}) == "rna.noise_scale=0.01"
     with pytest.raises(RnacliError, match="expected KEY=V1,V2"):
         parse_grid(["rna.noise_scale"])
+    with pytest.raises(RnacliError, match="rna.layers given in more than one axis"):
+        parse_grid(["rna.layers=7,8", "rna.side+rna.layers=reference+8,model+7"])
+
+
+def test_a_stored_result_counts_only_for_the_same_questions(qa_file):
+    from rnacli.evaluate.results import unanswered
+    from rnacli.evaluate.tasks import resolve_tasks
+
+    [four] = resolve_tasks([str(qa_file)], limit=4)
+    [six] = resolve_tasks([str(qa_file)], limit=6)
+    [perturbed] = resolve_tasks([f"perturbed-{qa_file}"], limit=4, keyword_sets={"x": ["x"]})
+    stored = {"n": 4, "indices": four.indices, "keywords": [], "source": four.source}
+    assert unanswered({four.name: stored}, [four]) == []
+    assert unanswered({}, [four]) == [four]
+    assert unanswered({six.name: stored}, [six]) == [six]  # another --limit
+    assert unanswered({four.name: {**stored, "source": "other.jsonl"}}, [four]) == [four]
+    done = {perturbed.name: {**stored, "keywords": ["y"]}}
+    assert unanswered(done, [perturbed]) == [perturbed]  # another keyword
+    # an entry from before `keywords` and `source` were stored is read as it was meant
+    assert unanswered({four.name: {"indices": four.indices}}, [four]) == []
 
 
 def test_a_linked_axis_moves_its_keys_together(tmp_path):
@@ -125,6 +145,9 @@ def test_sweep_trains_evaluates_and_resumes(
     recipe = write_recipe(tmp_path, raw)
     again = sweep(recipe, grid, tmp_path / "sweeps")
     assert [r["tasks"][str(qa_file)]["n"] for r in again["points"]] == [4, 4]
+    # a run trained past the recipe's steps is not this recipe's point
+    with pytest.raises(RnacliError, match="trained 2 steps, the recipe asks for 1"):
+        sweep(recipe, grid, tmp_path / "sweeps", extra=["train.steps = 1"])
 
 
 def seeded_recipe(tmp_path, tiny_model_dir, corpora, qa_file):
@@ -230,3 +253,35 @@ def test_jobs_run_here_report_user_errors_and_let_bugs_show():
     with pytest.raises(ValueError, match="a bug"):
         run_jobs([Job("c", _breaks)], 1)
     assert threads_per_job(10_000) == 1
+
+
+def test_the_world_benchmarks_evaluate_the_base_again_only_where_asked_otherwise(
+    tmp_path, tiny_model_dir, qa_file, monkeypatch
+):
+    """benchmarks/_world.py keeps the base's evaluation in ROOT/base/eval.json and evaluates
+    only the tasks it lacks or holds for other questions (a stored world-forget of 100
+    questions is not the 300-question task)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import _world
+
+    from rnacli.evaluate.tasks import resolve_tasks
+
+    four = resolve_tasks([str(qa_file)], limit=4)
+    first = _world.base_evaluated(tmp_path, four, model=str(tiny_model_dir))
+    assert len(first[str(qa_file)]["correct"]) == 4
+    asked = []
+    evaluate = _world.evaluate_model
+
+    def counting(model, tasks, **kwargs):
+        asked.append([len(t.records) for t in tasks])
+        return evaluate(model, tasks, **kwargs)
+
+    monkeypatch.setattr(_world, "evaluate_model", counting)
+    assert _world.base_evaluated(tmp_path, four, model=str(tiny_model_dir)) == first
+    assert asked == []  # the same questions: reused
+    six = resolve_tasks([str(qa_file)], limit=6)
+    again = _world.base_evaluated(tmp_path, six, model=str(tiny_model_dir))
+    assert asked == [[6]] and len(again[str(qa_file)]["correct"]) == 6

@@ -243,11 +243,14 @@ def test_recipes_open_with_a_short_note_and_a_link_to_their_section():
         lines = path.read_text(encoding="utf-8").splitlines()
         header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
         assert len(header) <= 3, path
+        link = r"# (?:Details: |Values: .+ \()docs/world-recipes\.md#([\w-]+)\)?\.?"
         for line in header:
-            if link := re.fullmatch(r"# Details: docs/world-recipes\.md#(\S+)", line):
-                assert link[1] in anchors, (path, link[1])
+            if found := re.fullmatch(link, line):
+                assert found[1] in anchors, (path, found[1])
         world = path.parent.name in ("world", "tiny")
-        assert not world or header[-1].startswith("# Details: docs/world-recipes.md#"), path
+        assert not world or re.fullmatch(link, header[-1]), path
+        if path.parent.name == "world":  # what it is, and where its values come from
+            assert len(header) == 2 and header[1].startswith("# Values: "), path
 
 
 def scripted_accuracy(monkeypatch, cloze: list[float]):

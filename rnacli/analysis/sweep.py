@@ -61,6 +61,9 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         grid[LINK.join(keys)] = axis
     if not grid:
         raise RnacliError("a sweep needs at least one --grid KEY=V1,V2,...")
+    keys = grid_keys(grid)
+    if twice := sorted({k for k in keys if keys.count(k) > 1}):
+        raise RnacliError(f"--grid: {', '.join(twice)} given in more than one axis")
     return grid
 
 
@@ -95,11 +98,12 @@ def _is_done(run_dir: Path, recipe: Recipe) -> bool:
     """Trained to the end and evaluated on every task of the recipe's [eval] section. A
     folder trained with another recipe (another --set, an edited recipe) is an error, never
     a point reused: its results would be filed under this sweep's settings."""
-    from rnacli.training.loop import check_run_recipe
+    from rnacli.training.loop import check_run_recipe, finished
 
     if not (run_dir / CHECKPOINT / "meta.json").exists():
         return False
     check_run_recipe(recipe, run_dir, str(run_dir))
+    finished(run_dir, recipe)
     if not (run_dir / EVAL_FILE).exists():
         return False
     if read_meta(run_dir)["step"] < recipe.train.steps:
@@ -307,7 +311,8 @@ def _curves(summary: dict[str, Any], task: str, x_key: str) -> dict[str, list[tu
     """A panel's curves: label (the other grid keys' values) -> sorted (x, y, low, high,
     per-seed ys) in %: y the accuracy and low/high its stderr bar, or with seeds y the mean
     and low/high the min and max over seeds."""
-    rest = [k for k in grid_keys(summary["grid"]) if k != x_key]
+    x_axis = next(a for a in summary["grid"] if x_key in a.split(LINK))
+    rest = [k for k in grid_keys(summary["grid"]) if k not in x_axis.split(LINK)]
     lines: dict[str, list[tuple]] = {}
     for row in summary["points"]:
         res = row["tasks"].get(task)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rnacli.attacks.folder import read_attacks
-from rnacli.attacks.splits import FORGET_PREFIXES, PERTURBED_MARKS
+from rnacli.attacks.splits import FORGET_PREFIXES, is_perturbed
 
 # The attacks' columns, in this order where present: folder name -> heading
 ATTACK_COLUMNS = {
@@ -23,7 +23,7 @@ ATTACK_COLUMNS = {
 
 def _side_tasks(tasks: list[str]) -> tuple[list[str], list[str], list[str]]:
     """(forget, retain, retain-side robustness) task names among a comparison's tasks."""
-    robust = [t for t in tasks if any(m in t.lower() for m in PERTURBED_MARKS)]
+    robust = [t for t in tasks if is_perturbed(t)]
     forget = [t for t in tasks if t.lower().startswith(FORGET_PREFIXES) and t not in robust]
     retain = [t for t in tasks if t not in robust and t not in forget]
     return forget, retain, robust

@@ -30,6 +30,14 @@ from rnacli.world.generate import World, generate, parse_spec
 FORGET_PREFIXES = ("wmdp", "forget", "world-forget")
 # Retain-side robustness tasks: `rnacli report` reads them from the run's eval.json
 PERTURBED_MARKS = ("perturbed", "mention")
+# controls, not forget-token perturbations: the world's options line, a retained person's name
+CONTROL_MARKS = ("-listed", "-retained")
+
+
+def is_perturbed(task: str) -> bool:
+    """A retain-side robustness task (a forget-token in a retain question), not a control."""
+    name = task.lower().split("[")[0]
+    return any(m in name for m in PERTURBED_MARKS) and not any(m in name for m in CONTROL_MARKS)
 
 
 @dataclass
@@ -121,9 +129,7 @@ def recipe_tasks(recipe: dict[str, Any]) -> tuple[list[str], list[str]]:
     mention tasks are left to `rnacli eval` and `rnacli report` (the retain side)."""
     tasks = list((recipe.get("eval") or {}).get("tasks") or [])
     forget = [t for t in tasks if t.lower().startswith(FORGET_PREFIXES)]
-    retain = [
-        t for t in tasks if t not in forget and not any(m in t.lower() for m in PERTURBED_MARKS)
-    ]
+    retain = [t for t in tasks if t not in forget and not is_perturbed(t)]
     if not forget:
         raise RnacliError(
             f"the run's [eval] tasks ({', '.join(tasks) or 'none'}) name no forget task "

@@ -71,14 +71,15 @@ def read_eval(path: Path) -> list[dict[str, Any]]:
 
 def unanswered(done: dict[str, Any], tasks: list[TaskDocs]) -> list[TaskDocs]:
     """The `tasks` that `done` (a model entry's "tasks") lacks, or holds for other questions
-    (another --limit, seed or world: the same name, other indices or keywords), so that a
-    stored result is reused only for exactly the questions asked."""
+    (the same name with other indices, keywords or source: another --limit, seed or world),
+    so that a stored result is reused only for exactly the questions asked."""
     return [
         t
         for t in tasks
         if not isinstance(done.get(t.name), dict)
         or done[t.name].get("indices") != t.indices
         or done[t.name].get("keywords", []) != t.keywords
+        or done[t.name].get("source", t.source) != t.source
     ]
 
 

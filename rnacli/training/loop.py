@@ -95,6 +95,16 @@ def resume_step(run_dir: Path, recipe: Recipe, resume: bool, world: int = 1) -> 
     return int(read_meta(run_dir)["step"])
 
 
+def finished(run_dir: Path, recipe: Recipe) -> None:
+    """Refuse a finished run trained past the recipe's steps (a 150-step run is not the
+    recipe's 100-step point); fewer steps resume. Raises RnacliError."""
+    step = int(read_meta(run_dir)["step"])
+    if step > recipe.train.steps:
+        raise RnacliError(
+            f"{run_dir}: trained {step} steps, the recipe asks for {recipe.train.steps}"
+        )
+
+
 def check_run_recipe(recipe: Recipe, run_dir: Path, who: str) -> dict:
     """The recipe `run_dir` was trained with (its recipe.json), checked to equal `recipe` in
     every key but steps and checkpoint_every (`_check_same_recipe`), so that a folder trained

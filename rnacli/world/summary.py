@@ -43,9 +43,10 @@ def usage_hint(spec: WorldSpec) -> str:
     of this world, and for a world other than the default what to change in its recipes."""
     suffix = spec.name.removeprefix("world")
     tasks = ", ".join(f"world-{t}{suffix}" for t in SETS)
+    letters = ", ".join(f"world-{t}-mcq{suffix}" for t in SETS[:4])
     return (
-        f"use it: model name '{spec.name}'; tasks {tasks} (cloze) and the same with -mcq "
-        "(letters); recipes in recipes/world/"
+        f"use it: model name '{spec.name}'; tasks {tasks} (cloze), {letters} (letters); "
+        "recipes in recipes/world/"
         + (
             f", which use the default world: for this one set model.name = {spec.name} and "
             f"the data sources {spec.name}:forget-qa, {spec.name}:retain-facts"
