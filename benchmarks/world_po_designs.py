@@ -92,7 +92,7 @@ def rna_of(recipe, as_std: bool = False) -> list[str]:
     return items + (['rna.nu_is="std"'] if as_std else [])
 
 
-FRAGILE = 0.05  # the threshold: 5 points below plain retain accuracy
+FRAGILE = 0.05  # the threshold: 5 points below the question without the name
 COLUMNS = (
     "method",
     "design",

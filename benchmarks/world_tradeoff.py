@@ -257,7 +257,12 @@ def parse_args() -> argparse.Namespace:
         default="reference@8:r1,reference@8:r4,model@5:r0.1,model@5:r0.3",
         help="RNA points, SIDE@LAYER:SCALE (rN relative, N absolute)",
     )
-    parser.add_argument("--retain-limit", type=int, default=150, help="plain retain questions")
+    parser.add_argument(
+        "--retain-limit",
+        type=int,
+        default=150,
+        help="plain retain questions (the controls follow --limit)",
+    )
     parser.add_argument("--world", default="", help="world spec, e.g. seed=1 (default: world)")
     args = parser.parse_args()
     check_recipes(parser, args.methods)

@@ -9,7 +9,7 @@ choices that is fewer than 8 right (50 %): a margin of a few points around 25 % 
 6 of 16 (38 %) knowledge, which a guessing model reaches one time in five. A world model
 that learned the world answers its cloze questions nearly all right, and its letter ones at
 chance (a 135M model does not read the letters): 16 questions tell them apart, and the
-start-up scores 16 of each of the world's 8 sets.
+start-up scores 16 of each of the world's sets (cloze and letters).
 """
 
 from __future__ import annotations

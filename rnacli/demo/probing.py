@@ -144,8 +144,10 @@ def probe_question(
     progress: Callable[[int, int, float], None] | None = None,
 ) -> Probe:
     """Score `record` (asked as `qset` asks its questions) without and with `keyword` for every
-    model of `bank` (without only, when `keyword` is None). Scores are cached, so inserting a
-    keyword into a question that was already shown only scores the edited prompt.
+    model of `bank` (without only, when `keyword` is None). With a keyword, the side without
+    it is `qset.control(record, where)` (in cloze world questions, the choices listed as the
+    edited side lists them), so the two prompts differ by the keyword alone. Scores are
+    cached: a prompt already scored is not scored again.
     `progress(models done, models, estimated seconds)` is called before each model is scored;
     the bank's cost model learns from the time taken."""
     start = time.perf_counter()

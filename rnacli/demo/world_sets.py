@@ -1,6 +1,7 @@
 """The fictional world's questions in the demo: every world task of the task table (forget,
-retain, perturbed and mention; letter and cloze), browsable by person and attribute, with the
-forgotten people marked, and forget-tokens inserted as the world's own sets insert them.
+retain, perturbed, mention and the two controls; letter and cloze), browsable by person and
+attribute, with the forgotten people marked, and forget-tokens inserted as the world's own
+sets insert them.
 
 Built from the world's public API only (`generate`, `qa_sets`, `World.people/forget`), so the
 questions are the ones `rnacli eval world-...` scores, whatever size the world has.
