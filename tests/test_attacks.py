@@ -137,6 +137,22 @@ def test_a_finished_attack_is_reused_and_other_settings_need_force(world_run, mo
         relearn(world_run, relearn_settings(lr=5e-3))
 
 
+def test_an_attack_finished_for_other_questions_is_not_reused(world_run, tmp_path, monkeypatch):
+    """The same settings, but the run's recipe now asks other questions (another eval limit:
+    here, as when the world's forget set grew): refused, not filed as these questions."""
+    import shutil
+
+    run = tmp_path / "rmu"
+    shutil.copytree(world_run, run)
+    relearn(run, relearn_settings())
+    recipe = json.loads((run / "recipe.json").read_text())
+    recipe["eval"]["limit"] = 3
+    (run / "recipe.json").write_text(json.dumps(recipe))
+    monkeypatch.setattr(Relearner, "setup", lambda self: pytest.fail("redone"))
+    with pytest.raises(RnacliError, match="finished attack with other settings .questions."):
+        relearn(run, relearn_settings())
+
+
 def test_a_stopped_attack_reuses_its_finished_evaluations(world_run, monkeypatch):
     settings = relearn_settings(steps=[2], share=0.25 * 2, seed=5)
     calls = []

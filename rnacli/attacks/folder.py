@@ -11,6 +11,8 @@ other settings is redone only with `--force`. The run's checkpoint is never writ
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -25,6 +27,23 @@ from rnacli.models.loading import is_run_dir
 from rnacli.runs.layout import ATTACKS
 
 SETTINGS, RESULT, STAGES = "settings.json", "result.json", "stages"
+
+
+def require_run(run_dir: Path) -> None:
+    """Raises RnacliError (one line) where `run_dir` is no run folder."""
+    if not is_run_dir(run_dir):
+        raise RnacliError(f"{run_dir}: not a run folder with a checkpoint (rnacli train)")
+
+
+def questions(tasks: list[Any]) -> dict[str, str]:
+    """Which questions each task asks (task name -> a digest of its source, question indices
+    and keywords), kept in an attack's settings: an attack stored for other questions (another
+    --limit, a world with more questions a person) is not reused."""
+    out = {}
+    for t in tasks:
+        key = json.dumps([t.source, t.indices, t.keywords], sort_keys=True)
+        out[t.name] = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return out
 
 
 def _read(path: Path) -> Any:
@@ -44,8 +63,7 @@ class AttackFolder:
     settings is there and `force` is off."""
 
     def __init__(self, run_dir: Path, name: str, settings: dict[str, Any], *, force: bool):
-        if not is_run_dir(run_dir):
-            raise RnacliError(f"{run_dir}: not a run folder with a checkpoint (rnacli train)")
+        require_run(run_dir)
         self.path = run_dir / ATTACKS / name
         self.settings = settings
         self.finished: dict[str, Any] | None = None

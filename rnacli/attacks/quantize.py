@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rnacli.attacks.folder import AttackFolder
+from rnacli.attacks.folder import AttackFolder, questions, require_run
 from rnacli.attacks.scores import Scores, accuracies, pooled, recovery, remembered, score
 from rnacli.attacks.splits import AttackTasks, attack_tasks, run_recipe
 from rnacli.console import console
@@ -114,10 +114,7 @@ def quantize(run_dir: Path, settings: QuantizeSettings, *, force: bool = False) 
     Raises RnacliError (one line naming the install) where bitsandbytes is missing."""
     settings.check()
     require_bitsandbytes(f"rnacli attack quantize --bits {settings.bits}")
-    folder = AttackFolder(run_dir, settings.name, settings.to_dict(), force=force)
-    if folder.finished is not None:
-        console.print(f"{folder.path}: finished before, reused (--force redoes it)", markup=False)
-        return folder.finished
+    require_run(run_dir)
     tasks = attack_tasks(
         run_recipe(run_dir),
         relearn=False,
@@ -125,6 +122,11 @@ def quantize(run_dir: Path, settings: QuantizeSettings, *, force: bool = False) 
         forget_tasks=settings.forget_tasks,
         retain_tasks=settings.retain_tasks,
     )
+    asked = {**settings.to_dict(), "questions": questions(tasks.all)}
+    folder = AttackFolder(run_dir, settings.name, asked, force=force)
+    if folder.finished is not None:
+        console.print(f"{folder.path}: finished before, reused (--force redoes it)", markup=False)
+        return folder.finished
     scores = _scores(run_dir, folder, tasks, settings)
     forget = {k: pooled(v, tasks.forget) for k, v in scores.items()}
     return folder.finish(

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from rnacli.attacks.folder import AttackFolder
+from rnacli.attacks.folder import AttackFolder, questions, require_run
 from rnacli.attacks.scores import Scores, accuracies, pooled, recovery, remembered, score
 from rnacli.attacks.splits import AttackTasks, attack_tasks, run_recipe
 from rnacli.console import console
@@ -165,10 +165,7 @@ def relearn(run_dir: Path, settings: RelearnSettings, *, force: bool = False) ->
     settings, the people of each side (the world), the base's scores and, per step, the
     scores and the held-out forget questions' recovery share with its 95 % interval."""
     settings.check()
-    folder = AttackFolder(run_dir, NAME, settings.to_dict(), force=force)
-    if folder.finished is not None:
-        console.print(f"{folder.path}: finished before, reused (--force redoes it)", markup=False)
-        return folder.finished
+    require_run(run_dir)
     recipe = run_recipe(run_dir)
     tasks = attack_tasks(
         recipe,
@@ -179,6 +176,11 @@ def relearn(run_dir: Path, settings: RelearnSettings, *, force: bool = False) ->
         forget_tasks=settings.forget_tasks,
         retain_tasks=settings.retain_tasks,
     )
+    asked = {**settings.to_dict(), "questions": questions(tasks.all)}
+    folder = AttackFolder(run_dir, NAME, asked, force=force)
+    if folder.finished is not None:
+        console.print(f"{folder.path}: finished before, reused (--force redoes it)", markup=False)
+        return folder.finished
     base = base_scores(run_dir, folder, tasks, settings)
     relearner = Relearner(run_dir, settings, tasks)
     relearner.setup()
