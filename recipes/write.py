@@ -115,7 +115,19 @@ WORLD = {
     "npo_mse": World("npo", "mse", [], 0.5, 0.005, 80, 16.0),
     "dpo_kl": World("dpo", "kl", ["beta = 0.03"], 1.0, 0.01, 80, 16.0),
     "dpo_mse": World("dpo", "mse", ["beta = 0.03"], 0.5, 0.01, 80, 16.0),
-    "simnpo_kl": World("simnpo", "kl", [], 1.0, 0.005, 80, 16.0),
+    "simnpo_kl": World(
+        "simnpo",
+        "kl",
+        [],
+        1.0,
+        0.005,
+        80,
+        0.1,
+        side="model",
+        rna_layer=7,
+        relative=True,
+        source="RNA placement: a nu sweep, both sides, and world_tradeoff.py, 3 seeds",
+    ),
     "simnpo_mse": World("simnpo", "mse", [], 0.5, 0.005, 80, 16.0),
 }
 
