@@ -428,9 +428,10 @@ def test_the_set_pickers_say_where_the_base_is_at_chance(browser, world_page):
     url, _ = world_page
     page = opened(browser, url)
     probe_sets = dropdown_options(page, "#rna-set")
-    assert len(probe_sets) == 8, probe_sets  # the world's tasks, letter and cloze
+    # the world's tasks: four letter and six cloze (the two controls are cloze)
+    assert len(probe_sets) == 10, probe_sets
     for label in probe_sets:
-        assert re.fullmatch(r"World, (letter|cloze): \w+ \(base \d+%, near chance\)", label)
+        assert re.fullmatch(r"World, (letter|cloze): [\w-]+ \(base \d+%, near chance\)", label)
     page.get_by_role("tab", name="Batch probe").click()
     assert dropdown_options(page, "#rna-batch-set") == probe_sets
     shown = page.locator("#rna-batch-set input").input_value()
