@@ -119,7 +119,8 @@ def _recipe_tasks(recipe: Recipe):
 
 
 def run_point(recipe_path: Path, point: dict[str, Any], run_dir: Path, extra: list[str]) -> None:
-    """Train (resuming) and evaluate one grid point in this process."""
+    """Train (resuming) and evaluate one grid point in this process: only the tasks its
+    eval.json lacks or holds for other questions."""
     from rnacli.evaluate.runner import evaluate_model
     from rnacli.training.loop import train
 
@@ -128,9 +129,13 @@ def run_point(recipe_path: Path, point: dict[str, Any], run_dir: Path, extra: li
     if not (meta.exists() and read_meta(run_dir)["step"] >= recipe.train.steps):
         train(recipe, run_dir, resume=True)  # else trained: only the evaluation is missing
     e = recipe.eval
+    done = read_eval(run_dir)[0]["tasks"] if (run_dir / EVAL_FILE).exists() else {}
+    missing = unanswered(done, _recipe_tasks(recipe))  # the run's own eval.json merges them
+    if not missing:
+        return
     evaluate_model(
         str(run_dir),
-        _recipe_tasks(recipe),
+        missing,
         batch_size=e.batch_size,
         dtype=recipe.model.dtype,
         device=recipe.model.device,
