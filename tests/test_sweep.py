@@ -80,6 +80,10 @@ def test_a_linked_axis_moves_its_keys_together(tmp_path):
         "rna.side=model, rna.layers=7": [(0.1, 60.0), (1, 80.0)],
     }
     assert len(sweep_table(summary).columns) == 4
+    from rnacli.analysis.sweep import _y_range
+
+    assert _y_range(92.6, 94.0) == (80.0, 100.0)  # a flat panel: 20 points, inside 0-100
+    assert _y_range(30.0, 80.0) == (30.0, 80.0) and _y_range(0.5, 1.5) == (0.0, 20.0)
     plot_sweep(summary, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -345,6 +345,19 @@ def _log_x(values: list[Any]) -> bool:
     return min(values) > 0 and max(values) / min(values) > 20
 
 
+MIN_SPAN = 20.0  # accuracy points: a flat panel is not drawn as a steep one
+
+
+def _y_range(low: float, high: float) -> tuple[float, float]:
+    """A panel's y range (%): at least MIN_SPAN points wide around the data, inside 0-100."""
+    if high - low >= MIN_SPAN:
+        return low, high
+    middle = (low + high) / 2
+    low, high = middle - MIN_SPAN / 2, middle + MIN_SPAN / 2
+    shift = max(0.0, -low) - max(0.0, high - 100.0)
+    return low + shift, high + shift
+
+
 def plot_sweep(summary: dict[str, Any], path: Path) -> None:
     """One panel per task: accuracy against the first grid key, a line per other setting.
     One run per point: an error bar of ± its stderr. With seeds: the mean over seeds as the
@@ -374,6 +387,7 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> None:
                     [hi - y for y, hi in zip(ys, highs, strict=True)],
                 ]
                 ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+        ax.set_ylim(*_y_range(*ax.get_ylim()))
         if _log_x([row["point"][x_key] for row in summary["points"]]):
             ax.set_xscale("log")
         ax.set_title(task)
