@@ -13,13 +13,13 @@ from typing import NamedTuple
 
 from rnacli.console import console
 from rnacli.errors import RnacliError
-from rnacli.evaluate.results import EVAL_FILE, merge_eval, read_eval, unanswered
+from rnacli.evaluate.results import merge_eval, stored_tasks, unanswered
 from rnacli.evaluate.runner import evaluate_model
 from rnacli.evaluate.tasks import resolve_tasks
 from rnacli.recipe import load_recipe
-from rnacli.runs.checkpoint import CHECKPOINT, read_meta
+from rnacli.runs.checkpoint import CHECKPOINT
 from rnacli.runtime.pool import Job, run_jobs, threads_per_job
-from rnacli.training.loop import check_run_recipe, finished, train
+from rnacli.training.loop import check_run_recipe, finished, train, trained_steps
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "world"
 FORGET, RETAIN = "world-forget", "world-retain"
@@ -97,7 +97,7 @@ def with_correct(result: dict) -> dict:
 def evaluated(run_dir: Path, tasks) -> dict:
     """Per task of a run (evaluating what is missing): its accuracy and, per question, whether
     the answer was right (for the bootstrap intervals)."""
-    done = read_eval(run_dir)[0]["tasks"] if (run_dir / EVAL_FILE).exists() else {}
+    done = stored_tasks(run_dir)
     if missing := unanswered(done, tasks):
         done = {**done, **evaluate_model(str(run_dir), missing, batch_size=32)["tasks"]}
     return {t.name: with_correct(done[t.name]) for t in tasks}
@@ -106,8 +106,7 @@ def evaluated(run_dir: Path, tasks) -> dict:
 def trained(recipe_path: Path, run_dir: Path, overrides: list[str]) -> Path:
     """`run_dir`, trained from the recipe with `overrides` (resuming; skipped when finished)."""
     recipe = load_recipe(recipe_path, overrides)
-    meta = run_dir / CHECKPOINT / "meta.json"
-    if not (meta.exists() and read_meta(run_dir)["step"] >= recipe.train.steps):
+    if trained_steps(run_dir) < recipe.train.steps:
         train(recipe, run_dir, resume=True)
     check_run_recipe(recipe, run_dir, str(run_dir))  # a finished run of other settings: refused
     finished(run_dir, recipe)
@@ -138,10 +137,9 @@ def is_done(run: Run, tasks) -> bool:
         finished(run.run_dir, recipe)
     except RnacliError as e:
         raise SystemExit(f"{e} (another --root, or remove that folder)") from None
-    if read_meta(run.run_dir)["step"] < recipe.train.steps:
+    if trained_steps(run.run_dir) < recipe.train.steps:
         return False
-    done = read_eval(run.run_dir)[0]["tasks"] if (run.run_dir / EVAL_FILE).exists() else {}
-    return not unanswered(done, tasks)
+    return not unanswered(stored_tasks(run.run_dir), tasks)
 
 
 def run_grid_jobs(runs: list[Run], tasks, jobs: int, line: Callable[[Run, str], None]) -> None:
@@ -202,10 +200,9 @@ def base_evaluated(root: Path, tasks, model: str = "world") -> dict:
     """`evaluated` for the learned base `model`, kept in `root`/base/eval.json: only the tasks
     it lacks (or holds for other questions) are evaluated, and merged in."""
     base_dir = root / "base"
-    done = read_eval(base_dir)[0]["tasks"] if (base_dir / EVAL_FILE).exists() else {}
-    if missing := unanswered(done, tasks):
+    if missing := unanswered(stored_tasks(base_dir), tasks):
         merge_eval(base_dir, [evaluate_model(model, missing, batch_size=32)])
-        done = read_eval(base_dir)[0]["tasks"]
+    done = stored_tasks(base_dir)
     return {t.name: with_correct(done[t.name]) for t in tasks}
 
 

@@ -20,10 +20,10 @@ from rnacli.console import console, progress_bar
 from rnacli.data.perturb import keyword_sets, slug
 from rnacli.errors import RnacliError
 from rnacli.evaluate.report import fmt_acc
-from rnacli.evaluate.results import EVAL_FILE, read_eval, unanswered
+from rnacli.evaluate.results import read_eval, stored_tasks, unanswered
 from rnacli.files.atomic import atomic_path, write_json
 from rnacli.recipe import Recipe, load_recipe, parse_override, to_toml
-from rnacli.runs.checkpoint import CHECKPOINT, read_meta
+from rnacli.runs.checkpoint import CHECKPOINT
 from rnacli.runs.outputs import anything, check_folder, names
 from rnacli.runtime.pool import Job, run_jobs, threads_per_job
 
@@ -98,17 +98,15 @@ def _is_done(run_dir: Path, recipe: Recipe) -> bool:
     """Trained to the end and evaluated on every task of the recipe's [eval] section. A
     folder trained with another recipe (another --set, an edited recipe) is an error, never
     a point reused: its results would be filed under this sweep's settings."""
-    from rnacli.training.loop import check_run_recipe, finished
+    from rnacli.training.loop import check_run_recipe, finished, trained_steps
 
     if not (run_dir / CHECKPOINT / "meta.json").exists():
         return False
     check_run_recipe(recipe, run_dir, str(run_dir))
     finished(run_dir, recipe)
-    if not (run_dir / EVAL_FILE).exists():
+    if trained_steps(run_dir) < recipe.train.steps:
         return False
-    if read_meta(run_dir)["step"] < recipe.train.steps:
-        return False
-    return not unanswered(read_eval(run_dir)[0]["tasks"], _recipe_tasks(recipe))
+    return not unanswered(stored_tasks(run_dir), _recipe_tasks(recipe))
 
 
 def _recipe_tasks(recipe: Recipe):
@@ -122,15 +120,13 @@ def run_point(recipe_path: Path, point: dict[str, Any], run_dir: Path, extra: li
     """Train (resuming) and evaluate one grid point in this process: only the tasks its
     eval.json lacks or holds for other questions."""
     from rnacli.evaluate.runner import evaluate_model
-    from rnacli.training.loop import train
+    from rnacli.training.loop import train, trained_steps
 
     recipe = load_recipe(recipe_path, extra + overrides(point))
-    meta = run_dir / CHECKPOINT / "meta.json"
-    if not (meta.exists() and read_meta(run_dir)["step"] >= recipe.train.steps):
+    if trained_steps(run_dir) < recipe.train.steps:
         train(recipe, run_dir, resume=True)  # else trained: only the evaluation is missing
     e = recipe.eval
-    done = read_eval(run_dir)[0]["tasks"] if (run_dir / EVAL_FILE).exists() else {}
-    missing = unanswered(done, _recipe_tasks(recipe))  # the run's own eval.json merges them
+    missing = unanswered(stored_tasks(run_dir), _recipe_tasks(recipe))  # merged into eval.json
     if not missing:
         return
     evaluate_model(

@@ -88,12 +88,17 @@ class WorldSet(QuestionSet):
             subject=record["subject"],
         )
 
+    @property
+    def lists_options(self) -> bool:
+        """Cloze questions, whose choices are not in the prompt: an inserted choice is shown
+        by listing the choices before the stem."""
+        return self.scoring == "cloze" and self.options_line is not None
+
     def control(self, record: QARecord, where: Insertion | str) -> QARecord:
         """The question with its own choices listed (the world's `retain-listed` control)
         when an inserted choice would be listed, else the question itself."""
-        listing = self.scoring == "cloze" and self.options_line is not None
         choice = Insertion.parse(where) in (Insertion.RANDOM_WRONG, Insertion.CHOICE)
-        return self.show_options(record) if listing and choice else record
+        return self.show_options(record) if self.lists_options and choice else record
 
     def insert(
         self,
@@ -104,7 +109,6 @@ class WorldSet(QuestionSet):
         choice: str | int | None = None,
         seed: int = 0,
     ) -> tuple[QARecord, str]:
-        listing = self.scoring == "cloze" and self.options_line is not None
         return insert_keyword(
             record,
             keyword,
@@ -112,7 +116,7 @@ class WorldSet(QuestionSet):
             choice=choice,
             seed=seed,
             person=self.person_of(record),
-            show_options=self.show_options if listing else None,
+            show_options=self.show_options if self.lists_options else None,
         )
 
 

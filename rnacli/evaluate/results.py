@@ -69,6 +69,11 @@ def read_eval(path: Path) -> list[dict[str, Any]]:
     return models
 
 
+def stored_tasks(folder: Path) -> dict[str, Any]:
+    """The task results of the (first) model in `folder`/eval.json; {} where there is none."""
+    return read_eval(folder)[0]["tasks"] if (folder / EVAL_FILE).exists() else {}
+
+
 def unanswered(done: dict[str, Any], tasks: list[TaskDocs]) -> list[TaskDocs]:
     """The `tasks` that `done` (a model entry's "tasks") lacks, or holds for other questions
     (the same name with other indices, keywords or source: another --limit, seed or world),

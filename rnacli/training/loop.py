@@ -95,10 +95,16 @@ def resume_step(run_dir: Path, recipe: Recipe, resume: bool, world: int = 1) -> 
     return int(read_meta(run_dir)["step"])
 
 
+def trained_steps(run_dir: Path) -> int:
+    """The steps `run_dir`'s checkpoint holds; 0 without one."""
+    meta = run_dir / CHECKPOINT / "meta.json"
+    return int(read_meta(run_dir)["step"]) if meta.exists() else 0
+
+
 def finished(run_dir: Path, recipe: Recipe) -> None:
     """Refuse a finished run trained past the recipe's steps (a 150-step run is not the
     recipe's 100-step point); fewer steps resume. Raises RnacliError."""
-    step = int(read_meta(run_dir)["step"])
+    step = trained_steps(run_dir)
     if step > recipe.train.steps:
         raise RnacliError(
             f"{run_dir}: trained {step} steps, the recipe asks for {recipe.train.steps}"
